@@ -1,0 +1,28 @@
+using System.Text.Json;
+
+namespace RunnerService.Contracts.Client;
+
+/// <summary>
+/// Submits invocations to RunnerService and awaits their completion. Register with
+/// <see cref="InvocationClientRegistration.AddInvocationClient"/> next to an existing MassTransit bus.
+/// </summary>
+public interface IInvocationClient
+{
+    /// <summary>Publishes the invocation and returns when the broker has it; does not wait for the result.</summary>
+    Task SubmitAsync(RunInvocation invocation, CancellationToken cancellationToken = default);
+
+    /// <summary>Publishes the invocation and waits for its <see cref="InvocationCompleted"/>.</summary>
+    Task<InvocationCompleted> RunAsync(RunInvocation invocation, CancellationToken cancellationToken = default);
+
+    /// <summary>Runs <paramref name="taskName"/> with <paramref name="arguments"/> and waits for its completion.</summary>
+    Task<InvocationCompleted> RunAsync(string taskName, JsonElement? arguments, CancellationToken cancellationToken = default);
+
+    /// <summary>
+    /// Waits for the completion of an invocation this client has not published itself. Call it before the
+    /// invocation can complete (completions are events, not stored here); use the status query for older ones.
+    /// </summary>
+    Task<InvocationCompleted> WaitForCompletionAsync(Guid invocationId, CancellationToken cancellationToken = default);
+
+    /// <summary>Raised for every completion this client sees, including sub-invocations and other publishers' work.</summary>
+    event Action<InvocationCompleted>? CompletionObserved;
+}

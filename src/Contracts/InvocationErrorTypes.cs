@@ -1,0 +1,32 @@
+namespace RunnerService.Contracts;
+
+/// <summary>The error types the runner itself reports (a task may report its own types too).</summary>
+public static class InvocationErrorTypes
+{
+    /// <summary>The task threw or reported an error.</summary>
+    public const string TaskError = "TaskError";
+
+    /// <summary>No task of that name exists in the worker.</summary>
+    public const string UnknownTask = "UnknownTask";
+
+    /// <summary>The worker exited (non-zero or not) without writing a result.</summary>
+    public const string WorkerExited = "WorkerExited";
+
+    /// <summary>The worker was killed by a signal it did not ask for.</summary>
+    public const string WorkerKilled = "WorkerKilled";
+
+    /// <summary>The worker wrote something that is not the protocol (bad JSON, unknown type, over-long line).</summary>
+    public const string ProtocolViolation = "ProtocolViolation";
+
+    /// <summary>The result was larger than the configured limit.</summary>
+    public const string ResultTooLarge = "ResultTooLarge";
+
+    /// <summary>The invocation ran longer than its timeout and was killed.</summary>
+    public const string TimedOut = "TimedOut";
+
+    /// <summary>The invocation message itself was invalid (missing task name, arguments too large...).</summary>
+    public const string InvalidInvocation = "InvalidInvocation";
+
+    /// <summary>The worker process could not be started.</summary>
+    public const string SpawnFailed = "SpawnFailed";
+}

@@ -1,0 +1,16 @@
+namespace RunnerService.Contracts;
+
+/// <summary>A running invocation asked for the results of others; its worker is paused and holds no slot.</summary>
+public record InvocationWaitingFor
+{
+    public Guid InvocationId { get; init; }
+    public IReadOnlyList<Guid> WaitingFor { get; init; } = [];
+    public string RunnerInstance { get; init; } = "";
+
+    /// <summary>The replica's own queue: where <see cref="ResumeInvocation"/> must be sent.</summary>
+    public Uri? RunnerAddress { get; init; }
+
+    public int ProcessId { get; init; }
+    public int Attempt { get; init; } = 1;
+    public DateTimeOffset PausedAt { get; init; }
+}

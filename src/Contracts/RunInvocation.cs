@@ -1,0 +1,28 @@
+using System.Text.Json;
+
+namespace RunnerService.Contracts;
+
+/// <summary>
+/// Asks a RunnerService replica to run one task in a fresh worker process.
+/// Published by any service; the exchange name derives from this type, so keep the name stable.
+/// </summary>
+public record RunInvocation
+{
+    /// <summary>Identifies the invocation everywhere (events, saga, CLI). Chosen by the publisher.</summary>
+    public Guid InvocationId { get; init; }
+
+    /// <summary>Name of the task the worker runs, for example <c>echo</c>.</summary>
+    public string TaskName { get; init; } = "";
+
+    /// <summary>The task's arguments as any JSON value; null means no arguments.</summary>
+    public JsonElement? Arguments { get; init; }
+
+    /// <summary>Set when a running task started this invocation as a sub-invocation.</summary>
+    public Guid? ParentInvocationId { get; init; }
+
+    /// <summary>Run-time limit; null takes the runner's configured default.</summary>
+    public TimeSpan? Timeout { get; init; }
+
+    /// <summary>When the publisher submitted it; used for queue-time figures (falls back to the message's sent time).</summary>
+    public DateTimeOffset? SubmittedAt { get; init; }
+}

@@ -1,0 +1,26 @@
+using MassTransit;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using RunnerService.Contracts.Client;
+using RunnerService.Hosting;
+
+namespace RunnerService.Cli;
+
+/// <summary>A small bus-only host for the CLI verbs: same broker configuration as the service, quiet logs.</summary>
+static class CliHost
+{
+    public static async Task<IHost> StartAsync(CancellationToken cancellationToken)
+    {
+        var builder = Host.CreateApplicationBuilder();
+        builder.Logging.SetMinimumLevel(LogLevel.Warning);
+        builder.Logging.AddFilter("MassTransit", LogLevel.Error);
+        var brokerUri = BrokerConnection.Resolve(builder.Configuration);
+        builder.Services.AddMassTransit(x => x.UsingRabbitMq((_, cfg) => cfg.Host(brokerUri)));
+        builder.Services.AddInvocationClient();
+        builder.Services.Configure<MassTransitHostOptions>(o => o.WaitUntilStarted = true);
+        var host = builder.Build();
+        await host.StartAsync(cancellationToken).ConfigureAwait(false);
+        return host;
+    }
+}

@@ -1,0 +1,54 @@
+using System.ComponentModel.DataAnnotations;
+
+namespace RunnerService.Hosting;
+
+/// <summary>The <c>Runner</c> configuration section. Every default is documented in README's configuration table.</summary>
+public sealed class RunnerOptions
+{
+    public const string SectionName = "Runner";
+
+    /// <summary>Exact number of process slots. When unset: max(<see cref="MinSlots"/>, CPU count).</summary>
+    [Range(1, 4096)]
+    public int? Slots { get; set; }
+
+    /// <summary>Lower bound for the slot count when <see cref="Slots"/> is unset.</summary>
+    [Range(1, 4096)]
+    public int MinSlots { get; set; } = 2;
+
+    /// <summary>The worker executable. Defaults to the stock WorkerProcess built next to the service.</summary>
+    public string? WorkerCommand { get; set; }
+
+    /// <summary>Arguments passed to the worker executable.</summary>
+    public string[] WorkerArguments { get; set; } = [];
+
+    /// <summary>Identifies this replica; names its own queue. Defaults to the host name.</summary>
+    public string? InstanceId { get; set; }
+
+    /// <summary>Run-time limit of an invocation that does not set its own.</summary>
+    public TimeSpan DefaultTimeout { get; set; } = TimeSpan.FromHours(1);
+
+    /// <summary>Largest accepted protocol line from a worker (and so the largest result), in bytes.</summary>
+    [Range(1024, 256 * 1024 * 1024)]
+    public int MaxMessageBytes { get; set; } = 1024 * 1024;
+
+    /// <summary>Largest accepted <c>Arguments</c> of an invocation message, in bytes of JSON.</summary>
+    [Range(16, 256 * 1024 * 1024)]
+    public int MaxArgumentsBytes { get; set; } = 1024 * 1024;
+
+    /// <summary>Loopback URL of the health and status endpoints.</summary>
+    public string HttpUrl { get; set; } = "http://127.0.0.1:5690";
+
+    /// <summary>The queue all replicas consume <c>RunInvocation</c> from.</summary>
+    public string InvocationQueue { get; set; } = "run-invocation";
+
+    public int EffectiveSlots => Slots ?? Math.Max(MinSlots, Environment.ProcessorCount);
+
+    public string EffectiveInstanceId => string.IsNullOrWhiteSpace(InstanceId) ? Environment.MachineName.ToLowerInvariant() : InstanceId;
+
+    public string EffectiveWorkerCommand => string.IsNullOrWhiteSpace(WorkerCommand)
+        ? Path.Combine(AppContext.BaseDirectory, "WorkerProcess")
+        : WorkerCommand;
+
+    /// <summary>The replica's own queue, for resumes and control messages.</summary>
+    public string InstanceQueue => $"runner-instance-{EffectiveInstanceId}";
+}

@@ -1,0 +1,22 @@
+using Microsoft.Extensions.Options;
+
+namespace RunnerService.Hosting;
+
+/// <summary>Checks what data annotations cannot: the worker command exists, the instance id makes a valid queue name.</summary>
+sealed class RunnerOptionsValidator : IValidateOptions<RunnerOptions>
+{
+    public ValidateOptionsResult Validate(string? name, RunnerOptions options)
+    {
+        var failures = new List<string>();
+        var command = options.EffectiveWorkerCommand;
+        if (Path.IsPathRooted(command) && !File.Exists(command))
+            failures.Add($"Runner:WorkerCommand '{command}' does not exist.");
+        if (options.EffectiveInstanceId.Any(c => !(char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.')))
+            failures.Add($"Runner:InstanceId '{options.EffectiveInstanceId}' may only contain letters, digits, '-', '_' and '.'.");
+        if (options.DefaultTimeout <= TimeSpan.Zero)
+            failures.Add("Runner:DefaultTimeout must be positive.");
+        if (!Uri.TryCreate(options.HttpUrl, UriKind.Absolute, out _))
+            failures.Add($"Runner:HttpUrl '{options.HttpUrl}' is not an absolute URL.");
+        return failures.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(failures);
+    }
+}

@@ -1,0 +1,47 @@
+using MassTransit;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Options;
+using RunnerService.Invocations;
+using RunnerService.Processes;
+using RunnerService.Slots;
+
+namespace RunnerService.Hosting;
+
+public static class RunnerServiceRegistration
+{
+    /// <summary>Everything the service needs: options, slot pool, worker supervisor, MassTransit over RabbitMQ.</summary>
+    public static IHostApplicationBuilder AddRunnerService(this IHostApplicationBuilder builder)
+    {
+        var services = builder.Services;
+        services.AddOptions<RunnerOptions>()
+            .Bind(builder.Configuration.GetSection(RunnerOptions.SectionName))
+            .ValidateDataAnnotations()
+            .ValidateOnStart();
+        services.AddSingleton<IValidateOptions<RunnerOptions>, RunnerOptionsValidator>();
+        services.AddSingleton(sp => new SlotPool(sp.GetRequiredService<IOptions<RunnerOptions>>().Value.EffectiveSlots));
+        services.AddSingleton<WorkerSupervisor>();
+        // Registered before MassTransit's hosted service, so it stops after the bus: the bus first stops consuming.
+        services.AddHostedService(sp => sp.GetRequiredService<WorkerSupervisor>());
+        services.AddSingleton<InvocationExecutor>();
+
+        var brokerUri = BrokerConnection.Resolve(builder.Configuration);
+        services.AddMassTransit(x =>
+        {
+            x.SetKebabCaseEndpointNameFormatter();
+            x.AddConsumer<RunInvocationConsumer, RunInvocationConsumerDefinition>();
+            x.UsingRabbitMq((context, cfg) =>
+            {
+                cfg.Host(brokerUri);
+                cfg.ConfigureEndpoints(context);
+            });
+        });
+        services.Configure<MassTransitHostOptions>(o =>
+        {
+            o.WaitUntilStarted = true;
+            o.StopTimeout = TimeSpan.FromSeconds(30);
+        });
+        return builder;
+    }
+}

@@ -1,0 +1,149 @@
+using System.Diagnostics;
+using MassTransit;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+using RunnerService.Contracts;
+using RunnerService.Contracts.Protocol;
+using RunnerService.Hosting;
+using RunnerService.Processes;
+using RunnerService.Slots;
+
+namespace RunnerService.Invocations;
+
+/// <summary>
+/// Drives worker sessions: starts them, relays what the worker asks for, and publishes the invocation's events.
+/// Used by the consumer of new invocations and by the resume consumer.
+/// </summary>
+sealed class InvocationExecutor(WorkerSupervisor supervisor, IOptions<RunnerOptions> options, ILogger<InvocationExecutor> logger)
+{
+    readonly RunnerOptions _options = options.Value;
+
+    public Uri InstanceAddress => new($"queue:{_options.InstanceQueue}");
+
+    /// <summary>Starts a fresh worker for <paramref name="invocation"/> and drives it until it ends or waits.</summary>
+    public async Task RunNewAsync(ConsumeContext context, RunInvocation invocation, int attempt, DateTime queuedSince, SlotLease lease, CancellationToken cancellationToken)
+    {
+        var queuedFor = DateTime.UtcNow - queuedSince;
+        if (queuedFor < TimeSpan.Zero)
+            queuedFor = TimeSpan.Zero;
+
+        WorkerSession session;
+        try
+        {
+            session = await supervisor.StartAsync(invocation, attempt).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is System.ComponentModel.Win32Exception or IOException or InvalidOperationException)
+        {
+            InvocationLog.SpawnFailed(logger, invocation.InvocationId, ex);
+            await PublishCompletedAsync(context, invocation, attempt, 0, queuedFor, TimeSpan.Zero,
+                SessionOutcome.Failed(InvocationErrorTypes.SpawnFailed, $"could not start the worker '{_options.EffectiveWorkerCommand}': {ex.Message}")).ConfigureAwait(false);
+            return;
+        }
+
+        session.QueuedFor = queuedFor;
+        InvocationLog.Started(logger, invocation.InvocationId, invocation.TaskName, session.Pid, attempt);
+        await context.Publish(new InvocationStarted
+        {
+            InvocationId = invocation.InvocationId,
+            TaskName = invocation.TaskName,
+            ParentInvocationId = invocation.ParentInvocationId,
+            RunnerInstance = _options.EffectiveInstanceId,
+            RunnerAddress = InstanceAddress,
+            ProcessId = session.Pid,
+            Attempt = attempt,
+            StartedAt = session.StartedAt,
+        }, cancellationToken).ConfigureAwait(false);
+
+        session.TrySend(new StartInvocationMessage
+        {
+            InvocationId = invocation.InvocationId,
+            TaskName = invocation.TaskName,
+            Arguments = invocation.Arguments,
+            ParentInvocationId = invocation.ParentInvocationId,
+            Attempt = attempt,
+            TraceParent = Activity.Current?.Id,
+        });
+        await DriveAsync(context, session, lease, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>Lets a session run until it ends (publish the completion) or waits (pause it, give the slot back).</summary>
+    public async Task DriveAsync(IPublishEndpoint publisher, WorkerSession session, SlotLease lease, CancellationToken cancellationToken)
+    {
+        SessionOutcome outcome;
+        try
+        {
+            outcome = await session.RunAsync(new Relay(publisher), cancellationToken).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException)
+        {
+            InvocationLog.Aborted(logger, session.InvocationId, session.Pid);
+            supervisor.Remove(session);
+            throw;
+        }
+
+        switch (outcome)
+        {
+            case SessionOutcome.Final final:
+                supervisor.Remove(session);
+                lease.Dispose();
+                await PublishCompletedAsync(publisher, session.Invocation, session.Attempt, session.Pid, session.QueuedFor, session.RunTime, final).ConfigureAwait(false);
+                break;
+            case SessionOutcome.Waiting waiting:
+                session.Pause();
+                lease.Dispose();
+                InvocationLog.Paused(logger, session.InvocationId, session.Pid, waiting.InvocationIds.Count);
+                await publisher.Publish(new InvocationWaitingFor
+                {
+                    InvocationId = session.InvocationId,
+                    WaitingFor = waiting.InvocationIds,
+                    RunnerInstance = _options.EffectiveInstanceId,
+                    RunnerAddress = InstanceAddress,
+                    ProcessId = session.Pid,
+                    Attempt = session.Attempt,
+                    PausedAt = DateTimeOffset.UtcNow,
+                }, CancellationToken.None).ConfigureAwait(false);
+                break;
+        }
+    }
+
+    /// <summary>Publishes the single Failed completion of a message that cannot run at all.</summary>
+    public Task PublishRejectedAsync(ConsumeContext<RunInvocation> context, string reason) =>
+        PublishCompletedAsync(context, context.Message, 1, 0, TimeSpan.Zero, TimeSpan.Zero,
+            SessionOutcome.Failed(InvocationErrorTypes.InvalidInvocation, reason));
+
+    async Task PublishCompletedAsync(IPublishEndpoint publisher, RunInvocation invocation, int attempt, int pid, TimeSpan queuedFor, TimeSpan runFor, SessionOutcome.Final final)
+    {
+        InvocationLog.Completed(logger, invocation.InvocationId, invocation.TaskName, final.Status, (long)runFor.TotalMilliseconds,
+            final.Error is null ? "" : $": {final.Error}");
+        await publisher.Publish(new InvocationCompleted
+        {
+            InvocationId = invocation.InvocationId,
+            TaskName = invocation.TaskName,
+            ParentInvocationId = invocation.ParentInvocationId,
+            Status = final.Status,
+            Result = final.Result,
+            Error = final.Error,
+            RunnerInstance = _options.EffectiveInstanceId,
+            ProcessId = pid,
+            Attempt = attempt,
+            QueuedFor = queuedFor,
+            RunFor = runFor,
+            CompletedAt = DateTimeOffset.UtcNow,
+        }, CancellationToken.None).ConfigureAwait(false);
+    }
+
+    /// <summary>Publishes the sub-invocations a worker starts, as children of its invocation.</summary>
+    sealed class Relay(IPublishEndpoint publisher) : ISessionCallbacks
+    {
+        public Task OnInvokeAsync(WorkerSession session, InvokeMessage invoke) =>
+            publisher.Publish(new RunInvocation
+            {
+                InvocationId = invoke.InvocationId,
+                TaskName = invoke.TaskName,
+                Arguments = invoke.Arguments,
+                ParentInvocationId = session.InvocationId,
+                Timeout = invoke.Timeout,
+                SubmittedAt = DateTimeOffset.UtcNow,
+            });
+    }
+}

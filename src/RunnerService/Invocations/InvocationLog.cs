@@ -1,0 +1,31 @@
+using Microsoft.Extensions.Logging;
+using RunnerService.Contracts;
+
+namespace RunnerService.Invocations;
+
+static partial class InvocationLog
+{
+    [LoggerMessage(EventId = 1, EventName = "InvocationRejected", Level = LogLevel.Warning,
+        Message = "Invocation {InvocationId} rejected: {Reason}")]
+    public static partial void Rejected(ILogger logger, Guid invocationId, string reason);
+
+    [LoggerMessage(EventId = 2, EventName = "InvocationStarted", Level = LogLevel.Debug,
+        Message = "Invocation {InvocationId} ({TaskName}) started in pid {Pid}, attempt {Attempt}")]
+    public static partial void Started(ILogger logger, Guid invocationId, string taskName, int pid, int attempt);
+
+    [LoggerMessage(EventId = 3, EventName = "InvocationCompleted", Level = LogLevel.Information,
+        Message = "Invocation {InvocationId} ({TaskName}) {Status} in {RunMs} ms{ErrorText}")]
+    public static partial void Completed(ILogger logger, Guid invocationId, string taskName, InvocationStatus status, long runMs, string errorText);
+
+    [LoggerMessage(EventId = 4, EventName = "SpawnFailed", Level = LogLevel.Error,
+        Message = "Could not start the worker for invocation {InvocationId}")]
+    public static partial void SpawnFailed(ILogger logger, Guid invocationId, Exception exception);
+
+    [LoggerMessage(EventId = 5, EventName = "InvocationPaused", Level = LogLevel.Debug,
+        Message = "Invocation {InvocationId} pid {Pid} paused, waiting for {Count} invocation(s)")]
+    public static partial void Paused(ILogger logger, Guid invocationId, int pid, int count);
+
+    [LoggerMessage(EventId = 6, EventName = "InvocationAborted", Level = LogLevel.Warning,
+        Message = "Invocation {InvocationId} pid {Pid} killed because the service is stopping; the message returns to the queue")]
+    public static partial void Aborted(ILogger logger, Guid invocationId, int pid);
+}

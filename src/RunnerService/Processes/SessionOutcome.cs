@@ -1,0 +1,15 @@
+using System.Text.Json;
+using RunnerService.Contracts;
+
+namespace RunnerService.Processes;
+
+/// <summary>Where a worker session stopped: it ended (final status), or it waits for other invocations.</summary>
+abstract record SessionOutcome
+{
+    public sealed record Final(InvocationStatus Status, JsonElement? Result, InvocationError? Error, bool Retryable = false) : SessionOutcome;
+
+    public sealed record Waiting(IReadOnlyList<Guid> InvocationIds) : SessionOutcome;
+
+    public static Final Failed(string type, string message, string? details = null) =>
+        new(InvocationStatus.Failed, null, new InvocationError { Type = type, Message = message, Details = details });
+}

@@ -1,0 +1,14 @@
+using Microsoft.Extensions.Logging;
+
+namespace RunnerService.Processes;
+
+static partial class WorkerLog
+{
+    [LoggerMessage(EventId = 100, EventName = "WorkerStderr", Level = LogLevel.Information,
+        Message = "[{TaskName} {InvocationId} pid {Pid}] {Line}")]
+    public static partial void WorkerStderr(ILogger logger, Guid invocationId, string taskName, int pid, string line);
+
+    [LoggerMessage(EventId = 101, EventName = "KillingOnStop", Level = LogLevel.Warning,
+        Message = "Stopping: killing worker pid {Pid} of invocation {InvocationId} ({TaskName}), state {State}")]
+    public static partial void KillingOnStop(ILogger logger, int pid, Guid invocationId, string taskName, WorkerState state);
+}

@@ -1,0 +1,249 @@
+using System.Diagnostics;
+using System.Text;
+using Microsoft.Extensions.Logging;
+using RunnerService.Contracts;
+using RunnerService.Contracts.Protocol;
+
+namespace RunnerService.Processes;
+
+/// <summary>
+/// One worker process and the protocol pipe to it, for the whole life of one invocation attempt
+/// (across pauses). Not thread-safe: one driver at a time (the consume, then each resume).
+/// </summary>
+sealed class WorkerSession
+{
+    static readonly TimeSpan ExitGrace = TimeSpan.FromSeconds(5);
+    readonly Process _process;
+    readonly LineReader _stdout;
+    readonly Stream _stdin;
+    readonly ILogger _logger;
+    readonly Stopwatch _runClock = new();
+    TimeSpan _budget;
+
+    public WorkerSession(Process process, RunInvocation invocation, int attempt, TimeSpan timeout, int maxMessageBytes, ILogger logger)
+    {
+        _process = process;
+        Invocation = invocation;
+        Attempt = attempt;
+        _budget = timeout;
+        _logger = logger;
+        Pid = process.Id;
+        StartedAt = DateTimeOffset.UtcNow;
+        _stdout = new LineReader(process.StandardOutput.BaseStream, maxMessageBytes);
+        _stdin = process.StandardInput.BaseStream;
+        Exited = process.WaitForExitAsync();
+    }
+
+    public RunInvocation Invocation { get; }
+    public Guid InvocationId => Invocation.InvocationId;
+    public int Attempt { get; }
+    public int Pid { get; }
+    public DateTimeOffset StartedAt { get; }
+    public WorkerState State { get; private set; } = WorkerState.Running;
+    public Task Exited { get; }
+
+    /// <summary>How long the invocation queued before this worker started.</summary>
+    public TimeSpan QueuedFor { get; set; }
+
+    /// <summary>Time the worker spent running (paused time does not count against its timeout).</summary>
+    public TimeSpan RunTime => _runClock.Elapsed;
+
+    public IReadOnlyList<Guid> WaitingFor { get; private set; } = [];
+
+    public bool TrySend(WorkerMessage message)
+    {
+        try
+        {
+            WorkerProtocol.Write(_stdin, message);
+            _stdin.Flush();
+            return true;
+        }
+        catch (IOException)
+        {
+            return false; // the worker is gone; its exit is reported by the read loop
+        }
+        catch (ObjectDisposedException)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>
+    /// Lets the worker run until it ends or asks to wait. On <paramref name="cancellationToken"/> the worker is
+    /// killed and <see cref="OperationCanceledException"/> thrown once it is gone.
+    /// </summary>
+    public async Task<SessionOutcome> RunAsync(ISessionCallbacks callbacks, CancellationToken cancellationToken)
+    {
+        State = WorkerState.Running;
+        _runClock.Start();
+        using var timeout = new CancellationTokenSource(_budget > TimeSpan.Zero ? _budget : TimeSpan.FromMilliseconds(1));
+        // Kill instead of cancelling the read: the read then ends with end-of-stream, whatever the pipe supports.
+        using var onTimeout = timeout.Token.Register(Kill);
+        using var onCancel = cancellationToken.Register(Kill);
+        try
+        {
+            var outcome = await ReadUntilOutcomeAsync(callbacks).ConfigureAwait(false);
+            if (cancellationToken.IsCancellationRequested)
+            {
+                await Exited.ConfigureAwait(false);
+                cancellationToken.ThrowIfCancellationRequested();
+            }
+            if (timeout.IsCancellationRequested && outcome is not SessionOutcome.Waiting)
+            {
+                await Exited.ConfigureAwait(false);
+                return new SessionOutcome.Final(InvocationStatus.TimedOut, null, new InvocationError
+                {
+                    Type = InvocationErrorTypes.TimedOut,
+                    Message = $"the invocation ran longer than its timeout of {Invocation.Timeout ?? _budget + RunTime} and was killed",
+                });
+            }
+            return outcome;
+        }
+        finally
+        {
+            _runClock.Stop();
+            _budget = _budget - _runClock.Elapsed;
+        }
+    }
+
+    async Task<SessionOutcome> ReadUntilOutcomeAsync(ISessionCallbacks callbacks)
+    {
+        while (true)
+        {
+            var read = await _stdout.ReadLineAsync(CancellationToken.None).ConfigureAwait(false);
+            switch (read.Kind)
+            {
+                case LineReadKind.EndOfStream:
+                    return await DescribeExitAsync("closed its stdout without a result").ConfigureAwait(false);
+                case LineReadKind.PartialLineAtEnd:
+                    return await DescribeExitAsync($"closed its stdout in the middle of a line starting '{Preview(read.Bytes.Span)}'").ConfigureAwait(false);
+                case LineReadKind.TooLong:
+                    Kill();
+                    await Exited.ConfigureAwait(false);
+                    var head = Preview(read.Bytes.Span);
+                    return head.Contains("\"type\":\"result\"", StringComparison.Ordinal)
+                        ? SessionOutcome.Failed(InvocationErrorTypes.ResultTooLarge,
+                            $"the result is larger than the limit of {_stdout.MaxLineBytes} bytes (Runner:MaxMessageBytes)")
+                        : SessionOutcome.Failed(InvocationErrorTypes.ProtocolViolation,
+                            $"the worker wrote a line longer than the limit of {_stdout.MaxLineBytes} bytes, starting '{head}'");
+            }
+
+            if (read.Bytes.Length == 0)
+                continue;
+            if (!WorkerProtocol.TryDecode(read.Bytes.Span, out var message, out var error))
+            {
+                var line = Preview(read.Bytes.Span);
+                Kill();
+                await Exited.ConfigureAwait(false);
+                return SessionOutcome.Failed(InvocationErrorTypes.ProtocolViolation,
+                    $"the worker wrote a line that is not a protocol message: '{line}'", error);
+            }
+
+            switch (message)
+            {
+                case HelloMessage hello when hello.Protocol != WorkerProtocol.Version:
+                    Kill();
+                    await Exited.ConfigureAwait(false);
+                    return SessionOutcome.Failed(InvocationErrorTypes.ProtocolViolation,
+                        $"the worker speaks protocol version {hello.Protocol}; this runner speaks {WorkerProtocol.Version}");
+                case HelloMessage:
+                    break;
+                case LogMessage log:
+                    _logger.LogInformation("worker {Pid}: {Message}", Pid, log.Message);
+                    break;
+                case ProgressMessage:
+                    break;
+                case InvokeMessage invoke:
+                    await callbacks.OnInvokeAsync(this, invoke).ConfigureAwait(false);
+                    break;
+                case WaitMessage wait:
+                    WaitingFor = wait.InvocationIds;
+                    return new SessionOutcome.Waiting(wait.InvocationIds);
+                case ResultMessage result:
+                    await AwaitExitAfterFinalAsync().ConfigureAwait(false);
+                    return new SessionOutcome.Final(InvocationStatus.Succeeded, result.Result, null);
+                case ErrorMessage failure:
+                    await AwaitExitAfterFinalAsync().ConfigureAwait(false);
+                    return new SessionOutcome.Final(InvocationStatus.Failed, null, failure.Error, failure.Retryable);
+                default:
+                    Kill();
+                    await Exited.ConfigureAwait(false);
+                    return SessionOutcome.Failed(InvocationErrorTypes.ProtocolViolation,
+                        $"the worker sent '{Preview(read.Bytes.Span)}', a message only the runner may send");
+            }
+        }
+    }
+
+    /// <summary>Pauses the worker (SIGSTOP). It keeps its memory but no slot and no CPU.</summary>
+    public void Pause()
+    {
+        Signals.Send(Pid, Signals.SIGSTOP);
+        State = WorkerState.Paused;
+    }
+
+    /// <summary>Writes the awaited outcomes to the worker and lets it run again (SIGCONT).</summary>
+    public bool Resume(ResumeMessage results)
+    {
+        var written = TrySend(results);
+        Signals.Send(Pid, Signals.SIGCONT);
+        State = WorkerState.Running;
+        WaitingFor = [];
+        return written;
+    }
+
+    public void Kill()
+    {
+        try
+        {
+            if (!_process.HasExited)
+                _process.Kill();
+        }
+        catch (InvalidOperationException)
+        {
+            // already exited
+        }
+        catch (System.ComponentModel.Win32Exception)
+        {
+            // exited between the check and the kill
+        }
+    }
+
+    /// <summary>After a final message the worker should exit on its own; one that lingers is killed.</summary>
+    async Task AwaitExitAfterFinalAsync()
+    {
+        if (await Task.WhenAny(Exited, Task.Delay(ExitGrace)).ConfigureAwait(false) != Exited)
+        {
+            Kill();
+            await Exited.ConfigureAwait(false);
+        }
+        State = WorkerState.Exited;
+    }
+
+    async Task<SessionOutcome> DescribeExitAsync(string what)
+    {
+        if (await Task.WhenAny(Exited, Task.Delay(ExitGrace)).ConfigureAwait(false) != Exited)
+        {
+            Kill();
+            await Exited.ConfigureAwait(false);
+            State = WorkerState.Exited;
+            return SessionOutcome.Failed(InvocationErrorTypes.ProtocolViolation, $"the worker {what} and did not exit; it was killed");
+        }
+        State = WorkerState.Exited;
+        var code = _process.ExitCode;
+        // .NET reports death by signal N as exit code 128+N, as shells do.
+        if (code > 128 && code <= 128 + 64)
+        {
+            var signal = code - 128;
+            return SessionOutcome.Failed(InvocationErrorTypes.WorkerKilled,
+                $"the worker was killed by {Signals.Name(signal)} (signal {signal}, exit status {code}) and {what}");
+        }
+        return SessionOutcome.Failed(InvocationErrorTypes.WorkerExited, $"the worker exited with exit code {code} and {what}");
+    }
+
+    static string Preview(ReadOnlySpan<byte> bytes)
+    {
+        var head = bytes[..Math.Min(bytes.Length, 120)];
+        var text = Encoding.UTF8.GetString(head);
+        return bytes.Length > head.Length ? text + "…" : text;
+    }
+}

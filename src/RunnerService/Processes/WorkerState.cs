@@ -1,0 +1,8 @@
+namespace RunnerService.Processes;
+
+public enum WorkerState
+{
+    Running,
+    Paused,
+    Exited,
+}

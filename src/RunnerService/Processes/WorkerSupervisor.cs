@@ -1,0 +1,98 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+using RunnerService.Contracts;
+using RunnerService.Hosting;
+using RunnerService.Worker;
+
+namespace RunnerService.Processes;
+
+/// <summary>
+/// Starts worker processes, knows every live one (running or paused), and makes sure none outlives the service:
+/// on stop it kills what is left; if the service dies, the workers' parent-death signal does the same.
+/// </summary>
+sealed class WorkerSupervisor(IOptions<RunnerOptions> options, ILogger<WorkerSupervisor> logger) : IHostedService, IDisposable
+{
+    readonly ProcessSpawner _spawner = new();
+    readonly ConcurrentDictionary<Guid, WorkerSession> _sessions = new();
+    readonly RunnerOptions _options = options.Value;
+    int _alive;
+    int _peakAlive;
+
+    /// <summary>Worker processes alive right now (running or paused).</summary>
+    public int Alive => Volatile.Read(ref _alive);
+
+    /// <summary>Most worker processes alive at once since start.</summary>
+    public int PeakAlive => Volatile.Read(ref _peakAlive);
+
+    public ICollection<WorkerSession> Sessions => _sessions.Values;
+
+    public bool TryGet(Guid invocationId, out WorkerSession session) => _sessions.TryGetValue(invocationId, out session!);
+
+    public async Task<WorkerSession> StartAsync(RunInvocation invocation, int attempt)
+    {
+        var startInfo = new ProcessStartInfo(_options.EffectiveWorkerCommand)
+        {
+            RedirectStandardInput = true,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        foreach (var argument in _options.WorkerArguments)
+            startInfo.ArgumentList.Add(argument);
+        startInfo.Environment[WorkerHost.ParentPidVariable] = Environment.ProcessId.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        startInfo.Environment["RUNNER_INVOCATION_ID"] = invocation.InvocationId.ToString();
+        // Workers are short-lived: skip tiered-PGO instrumentation, it only costs start-up time.
+        startInfo.Environment["DOTNET_TieredPGO"] = "0";
+
+        var process = await _spawner.StartAsync(startInfo).ConfigureAwait(false);
+        var alive = Interlocked.Increment(ref _alive);
+        UpdatePeak(alive);
+
+        var session = new WorkerSession(process, invocation, attempt,
+            invocation.Timeout is { } t && t > TimeSpan.Zero ? t : _options.DefaultTimeout,
+            _options.MaxMessageBytes, logger);
+        process.ErrorDataReceived += (_, e) =>
+        {
+            if (e.Data is not null)
+                WorkerLog.WorkerStderr(logger, session.InvocationId, invocation.TaskName, session.Pid, e.Data);
+        };
+        process.BeginErrorReadLine();
+        _ = session.Exited.ContinueWith(_ =>
+        {
+            Interlocked.Decrement(ref _alive);
+            process.Dispose();
+        }, TaskScheduler.Default);
+        _sessions[invocation.InvocationId] = session;
+        return session;
+    }
+
+    /// <summary>Forgets a session whose worker has ended.</summary>
+    public void Remove(WorkerSession session) => _sessions.TryRemove(new KeyValuePair<Guid, WorkerSession>(session.InvocationId, session));
+
+    void UpdatePeak(int alive)
+    {
+        int peak;
+        while (alive > (peak = Volatile.Read(ref _peakAlive)) && Interlocked.CompareExchange(ref _peakAlive, alive, peak) != peak)
+        {
+        }
+    }
+
+    public Task StartAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    /// <summary>Kills every worker still alive when the host stops, and waits until each is gone.</summary>
+    public async Task StopAsync(CancellationToken cancellationToken)
+    {
+        var left = _sessions.Values.ToArray();
+        foreach (var session in left)
+        {
+            WorkerLog.KillingOnStop(logger, session.Pid, session.InvocationId, session.Invocation.TaskName, session.State);
+            session.Kill();
+        }
+        await Task.WhenAll(left.Select(s => s.Exited)).WaitAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    public void Dispose() => _spawner.Dispose();
+}

@@ -1,0 +1,17 @@
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.Extensions.Options;
+using RunnerService.Cli;
+using RunnerService.Hosting;
+using RunnerService.Status;
+
+if (CliApp.IsCliVerb(args))
+    return await CliApp.RunAsync(args);
+
+var builder = WebApplication.CreateSlimBuilder(args);
+builder.AddRunnerService();
+builder.WebHost.UseUrls(builder.Configuration[$"{RunnerOptions.SectionName}:HttpUrl"] ?? new RunnerOptions().HttpUrl);
+var app = builder.Build();
+app.MapRunnerStatus();
+await app.RunAsync();
+return 0;

@@ -1,0 +1,105 @@
+using System.Diagnostics;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+
+namespace RunnerService.Worker.BuiltIn;
+
+/// <summary>The tasks every stock worker knows; tests, the demo and the benchmarks use them.</summary>
+public static class BuiltInTasks
+{
+    public static TaskRegistry AddBuiltInTasks(this TaskRegistry registry) => registry
+        .Add("echo", Echo)
+        .Add("sleep", Sleep)
+        .Add("cpu", Cpu)
+        .Add("fail", Fail)
+        .Add("crash", Crash)
+        .Add("fib", Fib)
+        .Add("fanout", Fanout)
+        .Add("upper", Upper)
+        .Add("wait_for", WaitFor)
+        .Add("cycle", Cycle);
+
+    /// <summary>Returns its arguments unchanged.</summary>
+    static ValueTask<JsonNode?> Echo(TaskContext ctx) => ValueTask.FromResult(ToNode(ctx.Arguments));
+
+    /// <summary><c>{ms}</c>: sleeps, then returns <c>{slept: ms}</c>.</summary>
+    static async ValueTask<JsonNode?> Sleep(TaskContext ctx)
+    {
+        var ms = ctx.GetInt32("ms");
+        await Task.Delay(ms);
+        return new JsonObject { ["slept"] = ms };
+    }
+
+    /// <summary><c>{ms}</c>: keeps one core busy for that long, returns the loop count.</summary>
+    static ValueTask<JsonNode?> Cpu(TaskContext ctx)
+    {
+        var ms = ctx.GetInt32("ms");
+        var watch = Stopwatch.StartNew();
+        long spins = 0;
+        while (watch.ElapsedMilliseconds < ms)
+        {
+            for (var i = 0; i < 10_000; i++)
+                spins++;
+        }
+        return ValueTask.FromResult<JsonNode?>(new JsonObject { ["spins"] = spins });
+    }
+
+    /// <summary><c>{message}</c>: fails with that message.</summary>
+    static ValueTask<JsonNode?> Fail(TaskContext ctx) =>
+        throw new TaskFailedException(ctx.GetString("message", "requested failure"));
+
+    /// <summary><c>{exitCode}</c>: exits at once without writing a result.</summary>
+    static ValueTask<JsonNode?> Crash(TaskContext ctx)
+    {
+        Environment.Exit(ctx.GetInt32("exitCode", 1));
+        return ValueTask.FromResult<JsonNode?>(null);
+    }
+
+    /// <summary><c>{n}</c>: fib(n-1) + fib(n-2), each as a sub-invocation; n &lt; 2 returns n.</summary>
+    static async ValueTask<JsonNode?> Fib(TaskContext ctx)
+    {
+        var n = ctx.GetInt32("n");
+        if (n < 2)
+            return n;
+        var a = ctx.Invoke("fib", new JsonObject { ["n"] = n - 1 });
+        var b = ctx.Invoke("fib", new JsonObject { ["n"] = n - 2 });
+        var (x, y) = await ctx.WaitAll(a, b);
+        return x.GetInt64() + y.GetInt64();
+    }
+
+    /// <summary><c>{width, depth}</c>: a tree of sub-invocations; a leaf returns 1, a node the sum of its children.</summary>
+    static async ValueTask<JsonNode?> Fanout(TaskContext ctx)
+    {
+        var width = ctx.GetInt32("width");
+        var depth = ctx.GetInt32("depth");
+        if (depth <= 0 || width <= 0)
+            return 1;
+        var children = Enumerable.Range(0, width)
+            .Select(_ => ctx.Invoke("fanout", new JsonObject { ["width"] = width, ["depth"] = depth - 1 }))
+            .ToArray();
+        var results = await ctx.WaitAll(children);
+        return results.Sum(r => r.GetInt64());
+    }
+
+    /// <summary><c>{text}</c>: asks <c>echo</c> for the text and upper-cases what it returns.</summary>
+    static async ValueTask<JsonNode?> Upper(TaskContext ctx)
+    {
+        var text = ctx.GetString("text");
+        var echoed = await ctx.Wait(ctx.Invoke("echo", new JsonObject { ["text"] = text }));
+        return echoed.GetProperty("text").GetString()!.ToUpperInvariant();
+    }
+
+    /// <summary><c>{invocationId}</c>: waits for any invocation and returns its result.</summary>
+    static async ValueTask<JsonNode?> WaitFor(TaskContext ctx) => ToNode(await ctx.WaitFor(ctx.GetGuid("invocationId")));
+
+    /// <summary>Starts <c>wait_for</c> on its own id and waits for it: a two-party cycle that must fail fast.</summary>
+    static async ValueTask<JsonNode?> Cycle(TaskContext ctx)
+    {
+        var other = ctx.Invoke("wait_for", new JsonObject { ["invocationId"] = ctx.InvocationId.ToString() });
+        return ToNode(await ctx.Wait(other));
+    }
+
+    static JsonNode? ToNode(JsonElement element) => element.ValueKind is JsonValueKind.Null or JsonValueKind.Undefined
+        ? null
+        : JsonSerializer.SerializeToNode(element, WorkerJsonContext.Default.JsonElement);
+}

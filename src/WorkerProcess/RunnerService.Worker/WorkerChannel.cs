@@ -1,0 +1,30 @@
+using System.Text;
+using RunnerService.Contracts.Protocol;
+
+namespace RunnerService.Worker;
+
+/// <summary>The worker's end of the protocol: JSON lines in on stdin, JSON lines out on stdout.</summary>
+sealed class WorkerChannel(Stream output, TextReader input)
+{
+    readonly Lock _writeLock = new();
+
+    public void Send(WorkerMessage message)
+    {
+        lock (_writeLock)
+        {
+            WorkerProtocol.Write(output, message);
+            output.Flush();
+        }
+    }
+
+    /// <summary>Reads the next message from the runner; null when stdin is closed.</summary>
+    public WorkerMessage? Receive()
+    {
+        var line = input.ReadLine();
+        if (line is null)
+            return null;
+        if (!WorkerProtocol.TryDecode(Encoding.UTF8.GetBytes(line), out var message, out var error))
+            throw new InvalidDataException($"The runner sent a line that is not a protocol message: {error}");
+        return message;
+    }
+}

@@ -1,0 +1,93 @@
+using System.Text;
+using System.Text.Json;
+using RunnerService.Contracts;
+using RunnerService.Contracts.Protocol;
+
+namespace RunnerService.Worker;
+
+/// <summary>
+/// The worker executable's main loop: says hello, reads one invocation from stdin, runs the task,
+/// writes <c>result</c> or <c>error</c> to stdout and returns the process exit code.
+/// </summary>
+public static class WorkerHost
+{
+    /// <summary>Environment variable through which the runner passes its pid (for the parent-death check).</summary>
+    public const string ParentPidVariable = "RUNNER_PARENT_PID";
+
+    /// <summary>Exit code when the runner died before the worker could attach to it.</summary>
+    public const int ExitParentGone = 70;
+
+    /// <summary>Exit code when the runner broke the protocol.</summary>
+    public const int ExitProtocolError = 2;
+
+    public static async Task<int> RunAsync(Action<TaskRegistry> configure)
+    {
+        ArgumentNullException.ThrowIfNull(configure);
+        _ = int.TryParse(Environment.GetEnvironmentVariable(ParentPidVariable), out var parentPid);
+        if (!NativeMethods.DieWithParent(parentPid))
+            return ExitParentGone;
+
+        var registry = new TaskRegistry();
+        configure(registry);
+
+        var input = new StreamReader(Console.OpenStandardInput(), new UTF8Encoding(false), false, 1 << 16);
+        var channel = new WorkerChannel(Console.OpenStandardOutput(), input);
+        channel.Send(new HelloMessage { Pid = Environment.ProcessId });
+
+        WorkerMessage? first;
+        try
+        {
+            first = channel.Receive();
+        }
+        catch (InvalidDataException ex)
+        {
+            channel.Send(Error(InvocationErrorTypes.ProtocolViolation, ex.Message));
+            return ExitProtocolError;
+        }
+        if (first is null)
+            return 0; // the runner closed stdin before handing out work (a pre-spawned worker that was not needed)
+        if (first is not StartInvocationMessage start)
+        {
+            channel.Send(Error(InvocationErrorTypes.ProtocolViolation, $"expected an 'invocation' message first, got '{first.GetType().Name}'"));
+            return ExitProtocolError;
+        }
+        if (start.Protocol != WorkerProtocol.Version)
+        {
+            channel.Send(Error(InvocationErrorTypes.ProtocolViolation, $"protocol version {start.Protocol} is not supported; this worker speaks {WorkerProtocol.Version}"));
+            return ExitProtocolError;
+        }
+        if (!registry.TryGet(start.TaskName, out var handler))
+        {
+            channel.Send(Error(InvocationErrorTypes.UnknownTask,
+                $"unknown task '{start.TaskName}'; this worker knows: {string.Join(", ", registry.Names.Order(StringComparer.Ordinal))}"));
+            return 0;
+        }
+
+        channel.Send(await RunTaskAsync(handler, new TaskContext(start, channel)));
+        return 0;
+    }
+
+    static async Task<WorkerMessage> RunTaskAsync(TaskHandler handler, TaskContext context)
+    {
+        try
+        {
+            var result = await handler(context);
+            return new ResultMessage { Result = result is null ? null : JsonSerializer.SerializeToElement(result, WorkerJsonContext.Default.JsonNode) };
+        }
+        catch (TaskFailedException ex)
+        {
+            return new ErrorMessage { Error = new InvocationError { Type = ex.ErrorType, Message = ex.Message, Details = ex.Details }, Retryable = ex.Retryable };
+        }
+        catch (InvocationFailedException ex)
+        {
+            return Error("DependencyFailed", ex.Message, ex.Error.Details);
+        }
+        catch (Exception ex)
+        {
+            return Error(InvocationErrorTypes.TaskError, ex.Message, ex.ToString());
+        }
+    }
+
+    static ErrorMessage Error(string type, string message, string? details = null) =>
+        new() { Error = new InvocationError { Type = type, Message = message, Details = details } };
+}

@@ -29,4 +29,7 @@ public static class InvocationErrorTypes
 
     /// <summary>The worker process could not be started.</summary>
     public const string SpawnFailed = "SpawnFailed";
+
+    /// <summary>The runner itself failed while driving the worker (a bug or an environment problem).</summary>
+    public const string RunnerError = "RunnerError";
 }

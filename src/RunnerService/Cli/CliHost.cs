@@ -13,8 +13,13 @@ static class CliHost
     public static async Task<IHost> StartAsync(CancellationToken cancellationToken)
     {
         var builder = Host.CreateApplicationBuilder();
+        // stdout carries the CLI's answer only; logs go to stderr, and only problems.
+        builder.Logging.ClearProviders();
+        builder.Logging.AddConsole(o => o.LogToStandardErrorThreshold = LogLevel.Trace);
         builder.Logging.SetMinimumLevel(LogLevel.Warning);
+        builder.Logging.AddFilter("Microsoft.Hosting.Lifetime", LogLevel.Warning);
         builder.Logging.AddFilter("MassTransit", LogLevel.Error);
+        builder.Services.Configure<ConsoleLifetimeOptions>(o => o.SuppressStatusMessages = true);
         var brokerUri = BrokerConnection.Resolve(builder.Configuration);
         builder.Services.AddMassTransit(x => x.UsingRabbitMq((_, cfg) => cfg.Host(brokerUri)));
         builder.Services.AddInvocationClient();

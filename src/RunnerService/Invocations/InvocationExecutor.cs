@@ -80,6 +80,14 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IOptions<RunnerOpti
             supervisor.Remove(session);
             throw;
         }
+        catch (Exception ex)
+        {
+            // A fault in the runner itself must still end the invocation, not leave its waiters hanging.
+            InvocationLog.RunnerFault(logger, session.InvocationId, ex);
+            session.Kill();
+            await session.Exited.ConfigureAwait(false);
+            outcome = SessionOutcome.Failed(InvocationErrorTypes.RunnerError, $"the runner failed while driving the worker: {ex.Message}", ex.ToString());
+        }
 
         switch (outcome)
         {

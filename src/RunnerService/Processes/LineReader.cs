@@ -26,10 +26,11 @@ sealed class LineReader(Stream stream, int maxLineBytes)
                     return LineReadResult.TooLong(line[..Math.Min(line.Length, 256)].ToArray(), line.Length);
                 return LineReadResult.Line(line);
             }
-            scanFrom = _end;
-            if (_end - _start > maxLineBytes)
-                return LineReadResult.TooLong(_buffer.AsSpan(_start, 256).ToArray(), _end - _start);
+            var scanned = _end - _start;
+            if (scanned > maxLineBytes)
+                return LineReadResult.TooLong(_buffer.AsSpan(_start, 256).ToArray(), scanned);
             MakeRoom();
+            scanFrom = _start + scanned; // MakeRoom may have moved the pending bytes
             var read = await stream.ReadAsync(_buffer.AsMemory(_end), cancellationToken).ConfigureAwait(false);
             if (read == 0)
             {

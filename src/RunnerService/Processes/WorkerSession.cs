@@ -31,8 +31,17 @@ sealed class WorkerSession
         StartedAt = DateTimeOffset.UtcNow;
         _stdout = new LineReader(process.StandardOutput.BaseStream, maxMessageBytes);
         _stdin = process.StandardInput.BaseStream;
-        Exited = process.WaitForExitAsync();
+        Exited = WatchExitAsync();
     }
+
+    async Task WatchExitAsync()
+    {
+        await _process.WaitForExitAsync().ConfigureAwait(false);
+        ExitCode = _process.ExitCode;
+    }
+
+    /// <summary>The worker's exit status once <see cref="Exited"/> completed (128+N for death by signal N).</summary>
+    public int ExitCode { get; private set; }
 
     public RunInvocation Invocation { get; }
     public Guid InvocationId => Invocation.InvocationId;
@@ -195,7 +204,7 @@ sealed class WorkerSession
     {
         try
         {
-            if (!_process.HasExited)
+            if (!Exited.IsCompleted)
                 _process.Kill();
         }
         catch (InvalidOperationException)
@@ -229,7 +238,7 @@ sealed class WorkerSession
             return SessionOutcome.Failed(InvocationErrorTypes.ProtocolViolation, $"the worker {what} and did not exit; it was killed");
         }
         State = WorkerState.Exited;
-        var code = _process.ExitCode;
+        var code = ExitCode;
         // .NET reports death by signal N as exit code 128+N, as shells do.
         if (code > 128 && code <= 128 + 64)
         {

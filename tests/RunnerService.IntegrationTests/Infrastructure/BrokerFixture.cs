@@ -1,0 +1,144 @@
+using System.Diagnostics;
+using System.Net.Http.Headers;
+using System.Text;
+using Testcontainers.RabbitMq;
+
+namespace RunnerService.IntegrationTests.Infrastructure;
+
+/// <summary>
+/// One real RabbitMQ broker per test run, found in this order: <c>RABBITMQ_URL</c> (with
+/// <c>RABBITMQ_MANAGEMENT_URL</c>, as deploy/local/run-tests.sh sets them); a Testcontainers container when a Docker
+/// engine answers; else a private broker started here with deploy/local/rabbitmq.sh and stopped at the end.
+/// Tests isolate themselves with a virtual host each.
+/// </summary>
+public sealed class BrokerFixture : IAsyncLifetime
+{
+    const string LocalBrokerDir = "/tmp/runnerservice-fixture-broker";
+    static readonly Dictionary<string, string> LocalBrokerPorts = new()
+    {
+        ["RUNNER_BROKER_DIR"] = LocalBrokerDir,
+        ["RUNNER_BROKER_PORT"] = "5722",
+        ["RUNNER_BROKER_MGMT_PORT"] = "15722",
+        ["RUNNER_BROKER_DIST_PORT"] = "25722",
+        ["RUNNER_BROKER_EPMD_PORT"] = "4422",
+        ["RUNNER_BROKER_PROMETHEUS_PORT"] = "16722",
+    };
+
+    RabbitMqContainer? _container;
+    bool _startedLocal;
+    HttpClient _management = null!;
+
+    public Uri AmqpUri { get; private set; } = null!;
+    public Uri ManagementUri { get; private set; } = null!;
+    public string Source { get; private set; } = "";
+
+    public async Task InitializeAsync()
+    {
+        var url = Environment.GetEnvironmentVariable("RABBITMQ_URL");
+        if (!string.IsNullOrWhiteSpace(url))
+        {
+            AmqpUri = new Uri(url);
+            ManagementUri = new Uri(Environment.GetEnvironmentVariable("RABBITMQ_MANAGEMENT_URL")
+                ?? throw new InvalidOperationException("RABBITMQ_URL is set but RABBITMQ_MANAGEMENT_URL is not; the tests need the management API for virtual hosts."));
+            Source = "RABBITMQ_URL";
+        }
+        else if (await TryStartContainerAsync())
+        {
+            Source = "Testcontainers";
+        }
+        else
+        {
+            await StartLocalBrokerAsync();
+            Source = "deploy/local/rabbitmq.sh";
+        }
+
+        _management = new HttpClient { BaseAddress = new Uri(ManagementUri.GetLeftPart(UriPartial.Authority)) };
+        var credentials = Uri.UnescapeDataString(ManagementUri.UserInfo is { Length: > 0 } info ? info : "guest:guest");
+        _management.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Basic", Convert.ToBase64String(Encoding.UTF8.GetBytes(credentials)));
+    }
+
+    async Task<bool> TryStartContainerAsync()
+    {
+        try
+        {
+            _container = new RabbitMqBuilder("rabbitmq:3.13-management").WithPortBinding(15672, true).Build();
+            await _container.StartAsync();
+            AmqpUri = new Uri(_container.GetConnectionString());
+            ManagementUri = new Uri($"http://guest:guest@{_container.Hostname}:{_container.GetMappedPublicPort(15672)}/");
+            return true;
+        }
+        catch (Exception ex) when (ex.GetType().Name.Contains("Docker", StringComparison.Ordinal) || ex is InvalidOperationException or ArgumentException or HttpRequestException)
+        {
+            _container = null;
+            return false;
+        }
+    }
+
+    async Task StartLocalBrokerAsync()
+    {
+        var (exitCode, output) = await RunScriptAsync("start");
+        if (exitCode != 0)
+            throw new InvalidOperationException($"deploy/local/rabbitmq.sh start failed ({exitCode}):\n{output}");
+        _startedLocal = true;
+        foreach (var line in output.Split('\n'))
+        {
+            if (line.StartsWith("export RABBITMQ_URL=", StringComparison.Ordinal))
+                AmqpUri = new Uri(line["export RABBITMQ_URL=".Length..].Trim());
+            if (line.StartsWith("export RABBITMQ_MANAGEMENT_URL=", StringComparison.Ordinal))
+                ManagementUri = new Uri(line["export RABBITMQ_MANAGEMENT_URL=".Length..].Trim());
+        }
+    }
+
+    static async Task<(int ExitCode, string Output)> RunScriptAsync(string verb)
+    {
+        var start = new ProcessStartInfo("bash") { RedirectStandardOutput = true, RedirectStandardError = true };
+        start.ArgumentList.Add(Path.Combine(RepoPaths.Root, "deploy", "local", "rabbitmq.sh"));
+        start.ArgumentList.Add(verb);
+        foreach (var (key, value) in LocalBrokerPorts)
+            start.Environment[key] = value;
+        using var process = Process.Start(start)!;
+        var stdout = process.StandardOutput.ReadToEndAsync();
+        var stderr = process.StandardError.ReadToEndAsync();
+        await process.WaitForExitAsync();
+        return (process.ExitCode, await stdout + await stderr);
+    }
+
+    /// <summary>A fresh virtual host for one test: its own queues and exchanges, nothing shared with other tests.</summary>
+    public async Task<TestVirtualHost> CreateVirtualHostAsync(string testName)
+    {
+        var name = $"t-{testName}-{Guid.NewGuid():N}"[..Math.Min(60, testName.Length + 35)];
+        (await _management.PutAsync($"api/vhosts/{Uri.EscapeDataString(name)}", null)).EnsureSuccessStatusCode();
+        var user = Uri.UnescapeDataString(AmqpUri.UserInfo.Split(':')[0]);
+        using var permissions = new StringContent("{\"configure\":\".*\",\"write\":\".*\",\"read\":\".*\"}", Encoding.UTF8, "application/json");
+        (await _management.PutAsync($"api/permissions/{Uri.EscapeDataString(name)}/{Uri.EscapeDataString(user)}", permissions)).EnsureSuccessStatusCode();
+        var amqp = new UriBuilder(AmqpUri) { Path = "/" + Uri.EscapeDataString(name) }.Uri;
+        return new TestVirtualHost(name, amqp, this);
+    }
+
+    internal async Task DeleteVirtualHostAsync(string name)
+    {
+        try
+        {
+            await _management.DeleteAsync($"api/vhosts/{Uri.EscapeDataString(name)}");
+        }
+        catch (HttpRequestException)
+        {
+            // the broker may be stopped by a test; the whole broker goes at the end anyway
+        }
+    }
+
+    public async Task DisposeAsync()
+    {
+        _management?.Dispose();
+        if (_container is not null)
+            await _container.DisposeAsync();
+        if (_startedLocal)
+            await RunScriptAsync("stop");
+    }
+}
+
+[CollectionDefinition(Name)]
+public sealed class BrokerCollection : ICollectionFixture<BrokerFixture>
+{
+    public const string Name = "broker";
+}

@@ -1,0 +1,167 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Net;
+using System.Net.Http.Json;
+using System.Net.Sockets;
+using Xunit.Abstractions;
+
+namespace RunnerService.IntegrationTests.Infrastructure;
+
+/// <summary>
+/// A RunnerService replica started as its own OS process (<c>dotnet RunnerService.dll</c>), the way it runs in
+/// production. Killed by pid when the test ends; its output goes to the test's output.
+/// </summary>
+public sealed class RunnerProcess : IAsyncDisposable
+{
+    readonly Process _process;
+    readonly ConcurrentQueue<string> _output = new();
+    readonly ITestOutputHelper? _testOutput;
+    readonly HttpClient _http;
+
+    RunnerProcess(Process process, Uri httpBase, ITestOutputHelper? testOutput)
+    {
+        _process = process;
+        _testOutput = testOutput;
+        HttpBase = httpBase;
+        _http = new HttpClient { BaseAddress = httpBase, Timeout = TimeSpan.FromSeconds(10) };
+        process.OutputDataReceived += (_, e) => { if (e.Data is not null) _output.Enqueue(e.Data); };
+        process.ErrorDataReceived += (_, e) => { if (e.Data is not null) _output.Enqueue(e.Data); };
+        process.BeginOutputReadLine();
+        process.BeginErrorReadLine();
+    }
+
+    public int Pid => _process.Id;
+    public Uri HttpBase { get; }
+    public bool HasExited => _process.HasExited;
+    public string Output => string.Join('\n', _output);
+
+    public static async Task<RunnerProcess> StartAsync(Uri broker, ITestOutputHelper? output, int slots,
+        IReadOnlyDictionary<string, string>? settings = null, string? instanceId = null)
+    {
+        var port = FreePort();
+        var start = new ProcessStartInfo("dotnet")
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            RedirectStandardInput = true,
+            UseShellExecute = false,
+            WorkingDirectory = RepoPaths.ServiceDirectory,
+        };
+        start.ArgumentList.Add(RepoPaths.ServiceDll);
+        start.Environment["ConnectionStrings__RabbitMq"] = broker.ToString();
+        start.Environment["Runner__Slots"] = slots.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        start.Environment["Runner__HttpUrl"] = $"http://127.0.0.1:{port}";
+        start.Environment["Runner__InstanceId"] = instanceId ?? $"test-{Guid.NewGuid():N}"[..17];
+        start.Environment["DOTNET_NOLOGO"] = "1";
+        foreach (var (key, value) in settings ?? new Dictionary<string, string>())
+            start.Environment[key] = value;
+
+        var runner = new RunnerProcess(Process.Start(start)!, new Uri($"http://127.0.0.1:{port}/"), output);
+        await runner.WaitUntilReadyAsync(TimeSpan.FromSeconds(60));
+        return runner;
+    }
+
+    async Task WaitUntilReadyAsync(TimeSpan timeout)
+    {
+        var deadline = DateTime.UtcNow + timeout;
+        while (DateTime.UtcNow < deadline)
+        {
+            if (_process.HasExited)
+                throw new InvalidOperationException($"RunnerService exited with {_process.ExitCode} during start:\n{Output}");
+            try
+            {
+                using var response = await _http.GetAsync("health/ready");
+                if (response.StatusCode == HttpStatusCode.OK)
+                    return;
+            }
+            catch (HttpRequestException)
+            {
+            }
+            catch (TaskCanceledException)
+            {
+            }
+            await Task.Delay(100);
+        }
+        throw new TimeoutException($"RunnerService did not become ready within {timeout}:\n{Output}");
+    }
+
+    public async Task<ServiceStatus> GetStatusAsync() =>
+        (await _http.GetFromJsonAsync<ServiceStatus>("status"))!;
+
+    /// <summary>Pids of this service's live child processes, read from /proc (an outside view, not the service's own).</summary>
+    public IReadOnlyList<int> ChildPids()
+    {
+        var pids = new List<int>();
+        try
+        {
+            foreach (var task in Directory.EnumerateDirectories($"/proc/{Pid}/task"))
+            {
+                var children = File.ReadAllText(Path.Combine(task, "children"));
+                foreach (var pid in children.Split(' ', StringSplitOptions.RemoveEmptyEntries))
+                    pids.Add(int.Parse(pid, System.Globalization.CultureInfo.InvariantCulture));
+            }
+        }
+        catch (IOException)
+        {
+        }
+        catch (UnauthorizedAccessException)
+        {
+        }
+        return pids;
+    }
+
+    /// <summary>SIGKILL: the service gets no chance to clean up.</summary>
+    public async Task KillAsync()
+    {
+        if (!_process.HasExited)
+            _process.Kill();
+        await _process.WaitForExitAsync();
+    }
+
+    /// <summary>SIGTERM and wait for a graceful exit.</summary>
+    public async Task StopAsync(TimeSpan timeout)
+    {
+        if (_process.HasExited)
+            return;
+        ProcessSignals.Send(_process.Id, ProcessSignals.SIGTERM);
+        using var cancel = new CancellationTokenSource(timeout);
+        try
+        {
+            await _process.WaitForExitAsync(cancel.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            await KillAsync();
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await StopAsync(TimeSpan.FromSeconds(20));
+        _http.Dispose();
+        if (_testOutput is not null)
+        {
+            try
+            {
+                _testOutput.WriteLine($"--- RunnerService pid {_process.Id} output ---\n{Output}");
+            }
+            catch (InvalidOperationException)
+            {
+                // the test has already finished reporting
+            }
+        }
+        _process.Dispose();
+    }
+
+    static int FreePort()
+    {
+        using var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        return ((IPEndPoint)listener.LocalEndpoint).Port;
+    }
+}
+
+public sealed record ServiceStatus(string Instance, int Pid, int SlotsTotal, int SlotsBusy, int PeakSlotsBusy, int WorkersAlive, int PeakWorkersAlive,
+    IReadOnlyList<ServiceWorkerStatus> Workers);
+
+public sealed record ServiceWorkerStatus(int Pid, Guid InvocationId, string TaskName, string State, int Attempt, double AgeSeconds, IReadOnlyList<Guid> WaitingFor);

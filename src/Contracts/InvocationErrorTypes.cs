@@ -32,4 +32,13 @@ public static class InvocationErrorTypes
 
     /// <summary>The runner itself failed while driving the worker (a bug or an environment problem).</summary>
     public const string RunnerError = "RunnerError";
+
+    /// <summary>A wait was refused because it would close a cycle of invocations waiting for each other.</summary>
+    public const string WaitCycle = "WaitCycle";
+
+    /// <summary>A sub-invocation the task waited for did not succeed (the task did not catch it).</summary>
+    public const string DependencyFailed = "DependencyFailed";
+
+    /// <summary>The worker process of a paused invocation is gone (its replica restarted or died).</summary>
+    public const string WorkerLost = "WorkerLost";
 }

@@ -5,6 +5,7 @@ using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Options;
 using RunnerService.Invocations;
 using RunnerService.Processes;
+using RunnerService.Saga;
 using RunnerService.Slots;
 
 namespace RunnerService.Hosting;
@@ -25,12 +26,15 @@ public static class RunnerServiceRegistration
         // Registered before MassTransit's hosted service, so it stops after the bus: the bus first stops consuming.
         services.AddHostedService(sp => sp.GetRequiredService<WorkerSupervisor>());
         services.AddSingleton<InvocationExecutor>();
+        services.AddSagaStore(builder.Configuration);
 
         var brokerUri = BrokerConnection.Resolve(builder.Configuration);
         services.AddMassTransit(x =>
         {
             x.SetKebabCaseEndpointNameFormatter();
             x.AddConsumer<RunInvocationConsumer, RunInvocationConsumerDefinition>();
+            x.AddConsumer<ResumeInvocationConsumer, ResumeInvocationConsumerDefinition>();
+            x.AddSagaStateMachine<InvocationStateMachine, InvocationState, InvocationStateMachineDefinition>().StoreRepository();
             x.UsingRabbitMq((context, cfg) =>
             {
                 cfg.Host(brokerUri);

@@ -114,6 +114,30 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IOptions<RunnerOpti
         }
     }
 
+    /// <summary>Writes the awaited outcomes to a paused worker, lets it run (SIGCONT) and drives it on.</summary>
+    public async Task ResumeAsync(ConsumeContext context, WorkerSession session, IReadOnlyList<DependencyOutcome> results, SlotLease lease, CancellationToken cancellationToken)
+    {
+        var pausedFor = session.PausedAt is { } pausedAt ? DateTimeOffset.UtcNow - pausedAt : TimeSpan.Zero;
+        session.Resume(new ResumeMessage { Results = results });
+        InvocationLog.Resumed(logger, session.InvocationId, session.Pid, (long)pausedFor.TotalMilliseconds);
+        await context.Publish(new InvocationResumed
+        {
+            InvocationId = session.InvocationId,
+            RunnerInstance = _options.EffectiveInstanceId,
+            ProcessId = session.Pid,
+            Attempt = session.Attempt,
+            PausedFor = pausedFor,
+            ResumedAt = DateTimeOffset.UtcNow,
+        }, cancellationToken).ConfigureAwait(false);
+        await DriveAsync(context, session, lease, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>A resume arrived for a worker this replica no longer has (it restarted): the invocation cannot go on.</summary>
+    public Task PublishWorkerLostAsync(ConsumeContext context, Guid invocationId, int attempt) =>
+        PublishCompletedAsync(context, new RunInvocation { InvocationId = invocationId }, attempt, 0, TimeSpan.Zero, TimeSpan.Zero,
+            SessionOutcome.Failed(InvocationErrorTypes.WorkerLost,
+                $"the paused worker of attempt {attempt} no longer exists on replica '{_options.EffectiveInstanceId}' (it restarted)"));
+
     /// <summary>Publishes the single Failed completion of a message that cannot run at all.</summary>
     public Task PublishRejectedAsync(ConsumeContext<RunInvocation> context, string reason) =>
         PublishCompletedAsync(context, context.Message, 1, 0, TimeSpan.Zero, TimeSpan.Zero,

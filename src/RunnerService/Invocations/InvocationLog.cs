@@ -32,4 +32,16 @@ static partial class InvocationLog
     [LoggerMessage(EventId = 7, EventName = "RunnerFault", Level = LogLevel.Error,
         Message = "Invocation {InvocationId}: the runner failed while driving its worker")]
     public static partial void RunnerFault(ILogger logger, Guid invocationId, Exception exception);
+
+    [LoggerMessage(EventId = 8, EventName = "ResumeForUnknownWorker", Level = LogLevel.Warning,
+        Message = "Resume for invocation {InvocationId} attempt {Attempt}, but this replica holds no such paused worker")]
+    public static partial void ResumeForUnknownWorker(ILogger logger, Guid invocationId, int attempt);
+
+    [LoggerMessage(EventId = 9, EventName = "ResumeForRunningWorker", Level = LogLevel.Warning,
+        Message = "Resume for invocation {InvocationId} ignored: its worker is {State}, not paused")]
+    public static partial void ResumeForRunningWorker(ILogger logger, Guid invocationId, Processes.WorkerState state);
+
+    [LoggerMessage(EventId = 10, EventName = "InvocationResumed", Level = LogLevel.Debug,
+        Message = "Invocation {InvocationId} pid {Pid} resumed after {PausedMs} ms")]
+    public static partial void Resumed(ILogger logger, Guid invocationId, int pid, long pausedMs);
 }

@@ -59,6 +59,9 @@ sealed class WorkerSession
 
     public IReadOnlyList<Guid> WaitingFor { get; private set; } = [];
 
+    /// <summary>When the worker was last paused.</summary>
+    public DateTimeOffset? PausedAt { get; private set; }
+
     public bool TrySend(WorkerMessage message)
     {
         try
@@ -188,6 +191,7 @@ sealed class WorkerSession
     {
         Signals.Send(Pid, Signals.SIGSTOP);
         State = WorkerState.Paused;
+        PausedAt = DateTimeOffset.UtcNow;
     }
 
     /// <summary>Writes the awaited outcomes to the worker and lets it run again (SIGCONT).</summary>

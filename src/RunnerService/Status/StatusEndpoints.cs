@@ -6,6 +6,7 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Options;
 using RunnerService.Hosting;
 using RunnerService.Processes;
+using RunnerService.Saga.Persistence;
 using RunnerService.Slots;
 
 namespace RunnerService.Status;
@@ -16,12 +17,14 @@ public static class StatusEndpoints
     public static IEndpointRouteBuilder MapRunnerStatus(this IEndpointRouteBuilder endpoints)
     {
         endpoints.MapGet("/health/live", () => Results.Text("live"));
-        endpoints.MapGet("/health/ready", (IBusControl bus) =>
+        endpoints.MapGet("/health/ready", async (IBusControl bus, ISagaStore store, CancellationToken cancellationToken) =>
         {
             var health = bus.CheckHealth();
-            return health.Status == BusHealthStatus.Healthy
-                ? Results.Text("ready")
-                : Results.Text($"not ready: {health.Description}", statusCode: StatusCodes.Status503ServiceUnavailable);
+            if (health.Status != BusHealthStatus.Healthy)
+                return Results.Text($"not ready: bus {health.Status}: {health.Description}", statusCode: StatusCodes.Status503ServiceUnavailable);
+            if (!await store.PingAsync(cancellationToken))
+                return Results.Text("not ready: the saga store does not answer", statusCode: StatusCodes.Status503ServiceUnavailable);
+            return Results.Text("ready");
         });
         endpoints.MapGet("/status", (SlotPool slots, IServiceProvider services, IOptions<RunnerOptions> options) =>
         {

@@ -80,7 +80,7 @@ public static class WorkerHost
         }
         catch (InvocationFailedException ex)
         {
-            return Error("DependencyFailed", ex.Message, ex.Error.Details);
+            return Error(InvocationErrorTypes.DependencyFailed, ex.Message, ex.Error.Details);
         }
         catch (Exception ex)
         {

@@ -1,0 +1,36 @@
+using System.Text.Json;
+
+namespace RunnerService.Contracts;
+
+/// <summary>The saga's record of one invocation.</summary>
+public record InvocationStatusReport
+{
+    public Guid InvocationId { get; init; }
+
+    /// <summary>False when the saga has never heard of the invocation.</summary>
+    public bool Found { get; init; }
+
+    /// <summary>The saga state: Expected, Submitted, Running, Waiting, Resuming, Succeeded, Failed, TimedOut, Cancelled.</summary>
+    public string Status { get; init; } = "";
+
+    public string? TaskName { get; init; }
+    public Guid? ParentInvocationId { get; init; }
+    public string? OwnerInstance { get; init; }
+    public int ProcessId { get; init; }
+    public int Attempt { get; init; }
+    public IReadOnlyList<Guid> WaitingFor { get; init; } = [];
+    public IReadOnlyList<Guid> Waiters { get; init; } = [];
+    public JsonElement? Result { get; init; }
+    public InvocationError? Error { get; init; }
+    public IReadOnlyList<StatusChange> History { get; init; } = [];
+}
+
+/// <summary>One transition in an invocation's status history.</summary>
+public record StatusChange
+{
+    public string From { get; init; } = "";
+    public string To { get; init; } = "";
+    public DateTimeOffset At { get; init; }
+    public string? Replica { get; init; }
+    public int Attempt { get; init; }
+}

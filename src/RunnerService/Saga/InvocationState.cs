@@ -1,0 +1,51 @@
+using System.Text.Json;
+using MassTransit;
+using RunnerService.Contracts;
+using RunnerService.Contracts.Protocol;
+
+namespace RunnerService.Saga;
+
+/// <summary>The saga instance: the durable record of one invocation and of who waits for whom.</summary>
+public sealed class InvocationState : SagaStateMachineInstance, ISagaVersion
+{
+    public Guid CorrelationId { get; set; }
+    public string CurrentState { get; set; } = "";
+    public int Version { get; set; }
+
+    public string? TaskName { get; set; }
+    public Guid? ParentInvocationId { get; set; }
+
+    /// <summary>Instance id and own queue of the replica that runs (or holds the paused) worker.</summary>
+    public string? OwnerInstance { get; set; }
+    public Uri? OwnerAddress { get; set; }
+    public int ProcessId { get; set; }
+    public int Attempt { get; set; }
+
+    /// <summary>What the invocation waits for right now, and the outcomes collected so far.</summary>
+    public List<Guid> WaitingFor { get; set; } = [];
+    public List<DependencyOutcome> Collected { get; set; } = [];
+
+    /// <summary>Invocations waiting for this one, told when it is final.</summary>
+    public List<Guid> Waiters { get; set; } = [];
+
+    /// <summary>Every invocation known to wait (directly or transitively) for this one: the cycle check.</summary>
+    public List<Guid> Upstream { get; set; } = [];
+
+    public InvocationStatus? FinalStatus { get; set; }
+    public JsonElement? Result { get; set; }
+    public InvocationError? Error { get; set; }
+
+    public List<StatusChange> History { get; set; } = [];
+    public DateTimeOffset CreatedAt { get; set; }
+    public DateTimeOffset UpdatedAt { get; set; }
+
+    public bool AllCollected => WaitingFor.Count > 0 && WaitingFor.All(id => Collected.Any(c => c.InvocationId == id));
+
+    public DependencyOutcome Outcome() => new()
+    {
+        InvocationId = CorrelationId,
+        Status = FinalStatus ?? InvocationStatus.Failed,
+        Result = Result,
+        Error = Error,
+    };
+}

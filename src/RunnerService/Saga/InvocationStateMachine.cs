@@ -1,0 +1,310 @@
+using MassTransit;
+using RunnerService.Contracts;
+using RunnerService.Contracts.Protocol;
+using RunnerService.Saga.Messages;
+
+namespace RunnerService.Saga;
+
+/// <summary>
+/// One instance per invocation id. Records status, owner and history; matches waits with completions; resumes a
+/// waiter on its owner's own queue when all it waits for is final; refuses a wait that closes a cycle.
+/// The allowed transitions are <see cref="InvocationTransitions"/> (and the table in docs/waiting.md).
+/// </summary>
+public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationState>
+{
+    public State Expected { get; private set; } = null!;
+    public State Submitted { get; private set; } = null!;
+    public State Running { get; private set; } = null!;
+    public State Waiting { get; private set; } = null!;
+    public State Resuming { get; private set; } = null!;
+    public State Succeeded { get; private set; } = null!;
+    public State Failed { get; private set; } = null!;
+    public State TimedOut { get; private set; } = null!;
+    public State Cancelled { get; private set; } = null!;
+
+    public Event<RunInvocation> RunRequested { get; private set; } = null!;
+    public Event<InvocationStarted> Started { get; private set; } = null!;
+    public Event<InvocationWaitingFor> WaitStarted { get; private set; } = null!;
+    public Event<InvocationResumed> Resumed { get; private set; } = null!;
+    public Event<InvocationCompleted> Completed { get; private set; } = null!;
+    public Event<RegisterWaiter> WaiterRegistered { get; private set; } = null!;
+    public Event<UpstreamChanged> UpstreamGrew { get; private set; } = null!;
+    public Event<DependencyFinished> DependencyDone { get; private set; } = null!;
+    public Event<GetInvocationStatus> StatusRequested { get; private set; } = null!;
+
+    public InvocationStateMachine()
+    {
+        InstanceState(x => x.CurrentState);
+
+        Event(() => RunRequested, e => e.CorrelateById(c => c.Message.InvocationId));
+        Event(() => Started, e => e.CorrelateById(c => c.Message.InvocationId));
+        Event(() => WaitStarted, e => e.CorrelateById(c => c.Message.InvocationId));
+        Event(() => Completed, e => e.CorrelateById(c => c.Message.InvocationId));
+        Event(() => WaiterRegistered, e => e.CorrelateById(c => c.Message.InvocationId));
+        Event(() => Resumed, e =>
+        {
+            e.CorrelateById(c => c.Message.InvocationId);
+            e.OnMissingInstance(m => m.Discard());
+        });
+        Event(() => UpstreamGrew, e =>
+        {
+            e.CorrelateById(c => c.Message.InvocationId);
+            e.OnMissingInstance(m => m.Discard());
+        });
+        Event(() => DependencyDone, e =>
+        {
+            e.CorrelateById(c => c.Message.WaiterId);
+            e.OnMissingInstance(m => m.Discard());
+        });
+        Event(() => StatusRequested, e =>
+        {
+            e.CorrelateById(c => c.Message.InvocationId);
+            e.OnMissingInstance(m => m.ExecuteAsync(c => c.RespondAsync(new InvocationStatusReport { InvocationId = c.Message.InvocationId, Found = false })));
+        });
+
+        // Late or duplicate events (a redelivered run, a completion after a cancel...) change nothing.
+        OnUnhandledEvent(x => x.Ignore());
+
+        BeforeEnterAny(binder => binder.Then(c => RecordTransition(c.Saga, c.Message.Name)));
+
+        Initially(
+            When(RunRequested).Then(c => Apply(c.Saga, c.Message)).TransitionTo(Submitted),
+            When(Started).Then(c => Apply(c.Saga, c.Message)).TransitionTo(Running),
+            BeginWait(When(WaitStarted)),
+            Finish(When(Completed)),
+            When(WaiterRegistered).Then(Touch).ThenAsync(AddWaiterAsync).TransitionTo(Expected));
+
+        During(Expected,
+            When(RunRequested).Then(c => Apply(c.Saga, c.Message)).TransitionTo(Submitted));
+
+        During([Expected, Submitted, Running, Waiting, Resuming],
+            When(Started).Then(c => Apply(c.Saga, c.Message)).TransitionTo(Running),
+            Finish(When(Completed)),
+            When(WaiterRegistered).ThenAsync(AddWaiterAsync),
+            When(UpstreamGrew).ThenAsync(MergeUpstreamAsync));
+
+        During([Expected, Submitted, Running, Resuming],
+            BeginWait(When(WaitStarted)));
+
+        During([Waiting, Resuming],
+            When(Resumed).Then(c =>
+            {
+                c.Saga.OwnerInstance = c.Message.RunnerInstance;
+                c.Saga.ProcessId = c.Message.ProcessId;
+            }).TransitionTo(Running));
+
+        During(Waiting,
+            When(DependencyDone)
+                .Then(c => Collect(c.Saga, c.Message.Outcome))
+                .If(c => c.Saga.AllCollected, x => x.ThenAsync(SendResumeAsync).TransitionTo(Resuming)));
+
+        During([Succeeded, Failed, TimedOut, Cancelled],
+            When(WaiterRegistered).ThenAsync(AnswerFinalAsync));
+
+        DuringAny(
+            When(StatusRequested).RespondAsync(c => Task.FromResult(Report(c.Saga))));
+    }
+
+    EventActivityBinder<InvocationState, InvocationWaitingFor> BeginWait(EventActivityBinder<InvocationState, InvocationWaitingFor> binder) =>
+        binder
+            .ThenAsync(RegisterWaitsAsync)
+            .TransitionTo(Waiting)
+            .If(c => c.Saga.AllCollected, x => x.ThenAsync(SendResumeAsync).TransitionTo(Resuming));
+
+    EventActivityBinder<InvocationState, InvocationCompleted> Finish(EventActivityBinder<InvocationState, InvocationCompleted> binder) =>
+        binder
+            .ThenAsync(CompleteAsync)
+            .If(c => c.Message.Status == InvocationStatus.Succeeded, x => x.TransitionTo(Succeeded))
+            .If(c => c.Message.Status == InvocationStatus.Failed, x => x.TransitionTo(Failed))
+            .If(c => c.Message.Status == InvocationStatus.TimedOut, x => x.TransitionTo(TimedOut))
+            .If(c => c.Message.Status == InvocationStatus.Cancelled, x => x.TransitionTo(Cancelled));
+
+    static void Touch<T>(BehaviorContext<InvocationState, T> context) where T : class
+    {
+        if (context.Saga.CreatedAt == default)
+            context.Saga.CreatedAt = DateTimeOffset.UtcNow;
+        context.Saga.UpdatedAt = DateTimeOffset.UtcNow;
+    }
+
+    static void RecordTransition(InvocationState saga, string to)
+    {
+        if (to is "Initial" or "Final")
+            return;
+        if (saga.CreatedAt == default)
+            saga.CreatedAt = DateTimeOffset.UtcNow;
+        saga.UpdatedAt = DateTimeOffset.UtcNow;
+        saga.History.Add(new StatusChange
+        {
+            From = string.IsNullOrEmpty(saga.CurrentState) ? "Initial" : saga.CurrentState,
+            To = to,
+            At = saga.UpdatedAt,
+            Replica = saga.OwnerInstance,
+            Attempt = saga.Attempt,
+        });
+    }
+
+    static void Apply(InvocationState saga, RunInvocation message)
+    {
+        saga.TaskName = message.TaskName;
+        saga.ParentInvocationId = message.ParentInvocationId;
+    }
+
+    static void Apply(InvocationState saga, InvocationStarted message)
+    {
+        saga.TaskName = message.TaskName;
+        saga.ParentInvocationId = message.ParentInvocationId;
+        saga.OwnerInstance = message.RunnerInstance;
+        saga.OwnerAddress = message.RunnerAddress;
+        saga.ProcessId = message.ProcessId;
+        saga.Attempt = message.Attempt;
+        // A new attempt starts afresh: a wait of the dead attempt is void.
+        saga.WaitingFor = [];
+        saga.Collected = [];
+    }
+
+    static async Task RegisterWaitsAsync(BehaviorContext<InvocationState, InvocationWaitingFor> context)
+    {
+        var saga = context.Saga;
+        var message = context.Message;
+        saga.OwnerInstance = message.RunnerInstance;
+        saga.OwnerAddress = message.RunnerAddress;
+        saga.ProcessId = message.ProcessId;
+        saga.Attempt = message.Attempt;
+        saga.WaitingFor = [.. message.WaitingFor.Distinct()];
+        saga.Collected = [];
+        var chain = saga.Upstream.Append(saga.CorrelationId).Distinct().ToArray();
+        foreach (var dependency in saga.WaitingFor)
+        {
+            if (dependency == saga.CorrelationId)
+            {
+                saga.Collected.Add(CycleOutcome(dependency, $"invocation {dependency} waits for itself, which can never finish"));
+                continue;
+            }
+            await context.Publish(new RegisterWaiter { InvocationId = dependency, WaiterId = saga.CorrelationId, Chain = chain }).ConfigureAwait(false);
+        }
+    }
+
+    static async Task AddWaiterAsync(BehaviorContext<InvocationState, RegisterWaiter> context)
+    {
+        var saga = context.Saga;
+        var message = context.Message;
+        if (message.Chain.Contains(saga.CorrelationId))
+        {
+            await context.Publish(new DependencyFinished
+            {
+                WaiterId = message.WaiterId,
+                Outcome = CycleOutcome(saga.CorrelationId, CycleMessage(message.WaiterId, saga.CorrelationId, message.Chain)),
+            }).ConfigureAwait(false);
+            return;
+        }
+        if (!saga.Waiters.Contains(message.WaiterId))
+            saga.Waiters.Add(message.WaiterId);
+        await MergeAndForwardAsync(context, message.Chain).ConfigureAwait(false);
+    }
+
+    static async Task MergeUpstreamAsync(BehaviorContext<InvocationState, UpstreamChanged> context)
+    {
+        var saga = context.Saga;
+        var message = context.Message;
+        if (message.Chain.Contains(saga.CorrelationId))
+        {
+            // This invocation already waits (through others) for From, and From waits for it: refuse From's wait.
+            saga.Waiters.Remove(message.From);
+            await context.Publish(new DependencyFinished
+            {
+                WaiterId = message.From,
+                Outcome = CycleOutcome(saga.CorrelationId, CycleMessage(message.From, saga.CorrelationId, message.Chain)),
+            }).ConfigureAwait(false);
+            return;
+        }
+        await MergeAndForwardAsync(context, message.Chain).ConfigureAwait(false);
+    }
+
+    /// <summary>Adds to the upstream set; while waiting, passes the news down to what this invocation waits for.</summary>
+    static async Task MergeAndForwardAsync(BehaviorContext<InvocationState> context, IEnumerable<Guid> chain)
+    {
+        var saga = context.Saga;
+        var grew = false;
+        foreach (var id in chain)
+        {
+            if (!saga.Upstream.Contains(id))
+            {
+                saga.Upstream.Add(id);
+                grew = true;
+            }
+        }
+        saga.UpdatedAt = DateTimeOffset.UtcNow;
+        if (!grew || saga.WaitingFor.Count == 0 || saga.FinalStatus is not null)
+            return;
+        var forward = saga.Upstream.Append(saga.CorrelationId).Distinct().ToArray();
+        foreach (var dependency in saga.WaitingFor.Where(d => saga.Collected.All(c => c.InvocationId != d)))
+            await context.Publish(new UpstreamChanged { InvocationId = dependency, From = saga.CorrelationId, Chain = forward }).ConfigureAwait(false);
+    }
+
+    static void Collect(InvocationState saga, DependencyOutcome outcome)
+    {
+        saga.UpdatedAt = DateTimeOffset.UtcNow;
+        if (saga.WaitingFor.Contains(outcome.InvocationId) && saga.Collected.All(c => c.InvocationId != outcome.InvocationId))
+            saga.Collected.Add(outcome);
+    }
+
+    static async Task SendResumeAsync<T>(BehaviorContext<InvocationState, T> context) where T : class
+    {
+        var saga = context.Saga;
+        var endpoint = await context.GetSendEndpoint(saga.OwnerAddress!).ConfigureAwait(false);
+        var ordered = saga.WaitingFor.Select(id => saga.Collected.First(c => c.InvocationId == id)).ToArray();
+        await endpoint.Send(new ResumeInvocation { InvocationId = saga.CorrelationId, Attempt = saga.Attempt, Results = ordered }).ConfigureAwait(false);
+    }
+
+    static async Task CompleteAsync(BehaviorContext<InvocationState, InvocationCompleted> context)
+    {
+        var saga = context.Saga;
+        var message = context.Message;
+        Touch(context);
+        saga.TaskName = message.TaskName;
+        saga.ParentInvocationId ??= message.ParentInvocationId;
+        saga.FinalStatus = message.Status;
+        saga.Result = message.Result;
+        saga.Error = message.Error;
+        saga.Attempt = message.Attempt;
+        if (!string.IsNullOrEmpty(message.RunnerInstance))
+            saga.OwnerInstance = message.RunnerInstance;
+        saga.WaitingFor = [];
+        saga.Collected = [];
+        var outcome = saga.Outcome();
+        foreach (var waiter in saga.Waiters)
+            await context.Publish(new DependencyFinished { WaiterId = waiter, Outcome = outcome }).ConfigureAwait(false);
+        saga.Waiters = [];
+    }
+
+    static Task AnswerFinalAsync(BehaviorContext<InvocationState, RegisterWaiter> context) =>
+        context.Publish(new DependencyFinished { WaiterId = context.Message.WaiterId, Outcome = context.Saga.Outcome() });
+
+    static DependencyOutcome CycleOutcome(Guid dependency, string message) => new()
+    {
+        InvocationId = dependency,
+        Status = InvocationStatus.Failed,
+        Error = new InvocationError { Type = InvocationErrorTypes.WaitCycle, Message = message },
+    };
+
+    static string CycleMessage(Guid waiter, Guid dependency, IEnumerable<Guid> chain) =>
+        $"wait cycle: {waiter} waits for {dependency}, which already waits (directly or through others) for {waiter}; " +
+        $"invocations in the cycle: {string.Join(", ", chain.Append(dependency).Distinct())}";
+
+    static InvocationStatusReport Report(InvocationState saga) => new()
+    {
+        InvocationId = saga.CorrelationId,
+        Found = true,
+        Status = saga.CurrentState,
+        TaskName = saga.TaskName,
+        ParentInvocationId = saga.ParentInvocationId,
+        OwnerInstance = saga.OwnerInstance,
+        ProcessId = saga.ProcessId,
+        Attempt = saga.Attempt,
+        WaitingFor = saga.WaitingFor,
+        Waiters = saga.Waiters,
+        Result = saga.Result,
+        Error = saga.Error,
+        History = saga.History,
+    };
+}

@@ -1,0 +1,37 @@
+namespace RunnerService.Saga.Persistence;
+
+/// <summary>
+/// Durable storage of saga instances as JSON documents with a version per instance.
+/// One <see cref="ISagaStoreTransaction"/> covers the handling of one event.
+/// </summary>
+public interface ISagaStore
+{
+    /// <summary>Creates the schema when missing. Called once at start.</summary>
+    Task InitializeAsync(CancellationToken cancellationToken);
+
+    Task<ISagaStoreTransaction> BeginAsync(CancellationToken cancellationToken);
+
+    /// <summary>Checks the store answers (readiness).</summary>
+    Task<bool> PingAsync(CancellationToken cancellationToken);
+}
+
+public interface ISagaStoreTransaction : IAsyncDisposable
+{
+    /// <summary>The stored document and its version, or null.</summary>
+    Task<StoredSaga?> LoadAsync(Guid id, CancellationToken cancellationToken);
+
+    /// <summary>Inserts a new instance; throws <see cref="MassTransit.ConcurrencyException"/> if it exists already.</summary>
+    Task InsertAsync(StoredSaga saga, CancellationToken cancellationToken);
+
+    /// <summary>Replaces the instance if its stored version is still <paramref name="expectedVersion"/>; else throws <see cref="MassTransit.ConcurrencyException"/>.</summary>
+    Task UpdateAsync(StoredSaga saga, int expectedVersion, CancellationToken cancellationToken);
+
+    Task DeleteAsync(Guid id, CancellationToken cancellationToken);
+
+    Task<IReadOnlyList<StoredSaga>> LoadAllAsync(CancellationToken cancellationToken);
+
+    Task CommitAsync(CancellationToken cancellationToken);
+}
+
+/// <summary>One stored instance: its document plus the columns queries need.</summary>
+public sealed record StoredSaga(Guid Id, string State, string? Owner, int Version, string Data);

@@ -23,6 +23,9 @@ public interface IInvocationClient
     /// </summary>
     Task<InvocationCompleted> WaitForCompletionAsync(Guid invocationId, CancellationToken cancellationToken = default);
 
+    /// <summary>Asks the invocation saga what it knows about an invocation (status, owner, waits, result, history).</summary>
+    Task<InvocationStatusReport> GetStatusAsync(Guid invocationId, CancellationToken cancellationToken = default);
+
     /// <summary>Raised for every completion this client sees, including sub-invocations and other publishers' work.</summary>
     event Action<InvocationCompleted>? CompletionObserved;
 }

@@ -49,6 +49,13 @@ public sealed class InvocationClient(IBus bus) : IInvocationClient, IAsyncDispos
         return await AwaitAsync(invocationId, completion, cancellationToken).ConfigureAwait(false);
     }
 
+    public async Task<InvocationStatusReport> GetStatusAsync(Guid invocationId, CancellationToken cancellationToken = default)
+    {
+        var client = bus.CreateRequestClient<GetInvocationStatus>(RequestTimeout.After(s: 30));
+        var response = await client.GetResponse<InvocationStatusReport>(new GetInvocationStatus { InvocationId = invocationId }, cancellationToken).ConfigureAwait(false);
+        return response.Message;
+    }
+
     async Task<TaskCompletionSource<InvocationCompleted>> RegisterAsync(Guid invocationId, CancellationToken cancellationToken)
     {
         await EnsureConnectedAsync(cancellationToken).ConfigureAwait(false);

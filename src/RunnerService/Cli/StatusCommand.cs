@@ -1,19 +1,79 @@
+using System.Globalization;
+using System.Text.Json;
+using Microsoft.Extensions.DependencyInjection;
+using RunnerService.Contracts;
+using RunnerService.Contracts.Client;
+
 namespace RunnerService.Cli;
 
-/// <summary><c>status INVOCATION_ID</c>: asks the invocation saga what it knows.</summary>
+/// <summary><c>status INVOCATION_ID</c>: asks the invocation saga (request/response) what it knows.</summary>
 static class StatusCommand
 {
-    public static Task<int> RunAsync(string[] args, CancellationToken cancellationToken)
+    public static async Task<int> RunAsync(string[] args, CancellationToken cancellationToken)
     {
-        if (args.Length != 1 || !Guid.TryParse(args[0], out _))
+        if (args.Length != 1 || !Guid.TryParse(args[0], out var invocationId))
             throw new CliUsageException("status needs one invocation id (a GUID)");
-        Console.Error.WriteLine("status: the invocation saga is not part of this build yet");
-        return Task.FromResult(2);
+        using var host = await CliHost.StartAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            var report = await host.Services.GetRequiredService<IInvocationClient>().GetStatusAsync(invocationId, cancellationToken).ConfigureAwait(false);
+            if (!report.Found)
+            {
+                Console.Error.WriteLine($"invocation {invocationId} is not known to the saga");
+                return 3;
+            }
+            Print(report);
+            return 0;
+        }
+        finally
+        {
+            await host.StopAsync(CancellationToken.None).ConfigureAwait(false);
+        }
     }
 
-    public static Task PrintTreeAsync(IServiceProvider services, Guid invocationId, CancellationToken cancellationToken)
+    static void Print(InvocationStatusReport report)
     {
-        Console.Error.WriteLine("--tree: the invocation saga is not part of this build yet");
-        return Task.CompletedTask;
+        Console.WriteLine($"invocation:  {report.InvocationId}");
+        Console.WriteLine($"task:        {report.TaskName}");
+        Console.WriteLine($"status:      {report.Status}");
+        if (report.ParentInvocationId is { } parent)
+            Console.WriteLine($"parent:      {parent}");
+        Console.WriteLine($"owner:       {report.OwnerInstance ?? "-"} (pid {report.ProcessId}, attempt {report.Attempt})");
+        Console.WriteLine($"waiting for: {(report.WaitingFor.Count == 0 ? "-" : string.Join(", ", report.WaitingFor))}");
+        Console.WriteLine($"waited by:   {(report.Waiters.Count == 0 ? "-" : string.Join(", ", report.Waiters))}");
+        if (report.Result is { } result)
+            Console.WriteLine($"result:      {result.GetRawText()}");
+        if (report.Error is { } error)
+            Console.WriteLine($"error:       {error.Type}: {error.Message}");
+        Console.WriteLine("history:");
+        foreach (var change in report.History)
+        {
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"  {change.At:HH:mm:ss.fff}  {change.From,-10} -> {change.To,-10} replica {change.Replica ?? "-"}, attempt {change.Attempt}"));
+        }
+    }
+
+    /// <summary>Prints the tree of sub-invocations under <paramref name="root"/> from the completions seen while waiting.</summary>
+    public static void PrintTree(InvocationCompleted root, IReadOnlyCollection<InvocationCompleted> seen)
+    {
+        var children = seen.Where(c => c.ParentInvocationId is not null)
+            .GroupBy(c => c.ParentInvocationId!.Value)
+            .ToDictionary(g => g.Key, g => g.OrderBy(c => c.CompletedAt).ToList());
+        Write(root, "", true, true);
+
+        void Write(InvocationCompleted node, string indent, bool last, bool isRoot)
+        {
+            var value = node.Status == InvocationStatus.Succeeded
+                ? (node.Result?.GetRawText() ?? "null")
+                : $"{node.Error?.Type}: {node.Error?.Message}";
+            if (value.Length > 80)
+                value = value[..80] + "…";
+            Console.WriteLine($"{indent}{(isRoot ? "" : last ? "└─ " : "├─ ")}{node.TaskName} {node.Status} {value}  [{node.InvocationId}]");
+            if (!children.TryGetValue(node.InvocationId, out var kids))
+                return;
+            var childIndent = indent + (isRoot ? "" : last ? "   " : "│  ");
+            for (var i = 0; i < kids.Count; i++)
+                Write(kids[i], childIndent, i == kids.Count - 1, false);
+        }
     }
 }

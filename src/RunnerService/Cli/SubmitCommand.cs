@@ -79,10 +79,12 @@ static class SubmitCommand
                 Console.WriteLine(invocation.InvocationId);
                 return 0;
             }
+            var seen = new System.Collections.Concurrent.ConcurrentBag<InvocationCompleted>();
+            client.CompletionObserved += seen.Add;
             var completed = await client.RunAsync(invocation, cancellationToken).ConfigureAwait(false);
             Console.WriteLine(JsonSerializer.Serialize(completed, CliJson.Options));
             if (tree)
-                await StatusCommand.PrintTreeAsync(host.Services, completed.InvocationId, cancellationToken).ConfigureAwait(false);
+                StatusCommand.PrintTree(completed, seen);
             return completed.Status == InvocationStatus.Succeeded ? 0 : 1;
         }
         finally

@@ -14,7 +14,16 @@ public sealed class RunnerEnvironment : IAsyncDisposable
         VirtualHost = vhost;
         Bus = bus;
         _output = output;
+        StateDirectory = Directory.CreateTempSubdirectory("runner-test-").FullName;
     }
+
+    /// <summary>Private folder of this test: the replicas' shared SQLite saga store lives here.</summary>
+    public string StateDirectory { get; }
+
+    public string SagaDatabase => Path.Combine(StateDirectory, "sagas.db");
+
+    /// <summary>When true (the default), disposing checks every saga history in the store against docs/waiting.md.</summary>
+    public bool VerifySagasOnDispose { get; set; } = true;
 
     public TestVirtualHost VirtualHost { get; }
     public TestBus Bus { get; }
@@ -34,16 +43,49 @@ public sealed class RunnerEnvironment : IAsyncDisposable
 
     public async Task<RunnerProcess> StartRunnerAsync(int slots, IReadOnlyDictionary<string, string>? settings = null, string? instanceId = null)
     {
-        var runner = await RunnerProcess.StartAsync(VirtualHost.AmqpUri, _output, slots, settings, instanceId);
+        var merged = new Dictionary<string, string> { ["ConnectionStrings__Sagas"] = $"Data Source={SagaDatabase}" };
+        foreach (var (key, value) in settings ?? new Dictionary<string, string>())
+            merged[key] = value;
+        var runner = await RunnerProcess.StartAsync(VirtualHost.AmqpUri, _output, slots, merged, instanceId);
         _runners.Add(runner);
         return runner;
     }
 
+    /// <summary>Waits until the saga queue has been empty for a moment: the saga has seen every event so far.</summary>
+    public async Task WaitForSagaQuietAsync(TimeSpan timeout)
+    {
+        var deadline = DateTime.UtcNow + timeout;
+        var quietSamples = 0;
+        while (quietSamples < 3 && DateTime.UtcNow < deadline)
+        {
+            try
+            {
+                quietSamples = await Bus.ReadyMessagesAsync("invocation-state") == 0 ? quietSamples + 1 : 0;
+            }
+            catch (RabbitMQ.Client.Exceptions.OperationInterruptedException)
+            {
+                return; // no saga queue: nothing to wait for
+            }
+            await Task.Delay(200);
+        }
+    }
+
     public async ValueTask DisposeAsync()
     {
+        if (VerifySagasOnDispose && _runners.Any(r => !r.HasExited))
+            await WaitForSagaQuietAsync(TimeSpan.FromSeconds(15));
         foreach (var runner in _runners)
             await runner.DisposeAsync();
         await Bus.DisposeAsync();
         await VirtualHost.DisposeAsync();
+        try
+        {
+            if (VerifySagasOnDispose && File.Exists(SagaDatabase))
+                SagaAudit.Verify(SagaDatabase, _output);
+        }
+        finally
+        {
+            Directory.Delete(StateDirectory, recursive: true);
+        }
     }
 }

@@ -89,8 +89,23 @@ public static class BuiltInTasks
         return echoed.GetProperty("text").GetString()!.ToUpperInvariant();
     }
 
-    /// <summary><c>{invocationId}</c>: waits for any invocation and returns its result.</summary>
-    static async ValueTask<JsonNode?> WaitFor(TaskContext ctx) => ToNode(await ctx.WaitFor(ctx.GetGuid("invocationId")));
+    /// <summary>
+    /// <c>{invocationId, catch?}</c>: waits for any invocation and returns its result. With <c>catch: true</c> a failure
+    /// of that invocation is caught and returned as <c>{caught: {type, message}}</c> instead of failing this task.
+    /// </summary>
+    static async ValueTask<JsonNode?> WaitFor(TaskContext ctx)
+    {
+        var id = ctx.GetGuid("invocationId");
+        var catchFailure = ctx.TryGetArgument("catch", out var flag) && flag.ValueKind == JsonValueKind.True;
+        try
+        {
+            return ToNode(await ctx.WaitFor(id));
+        }
+        catch (InvocationFailedException ex) when (catchFailure)
+        {
+            return new JsonObject { ["caught"] = new JsonObject { ["type"] = ex.Error.Type, ["message"] = ex.Error.Message } };
+        }
+    }
 
     /// <summary>Starts <c>wait_for</c> on its own id and waits for it: a two-party cycle that must fail fast.</summary>
     static async ValueTask<JsonNode?> Cycle(TaskContext ctx)

@@ -23,6 +23,15 @@ public record RunInvocation
     /// <summary>Run-time limit; null takes the runner's configured default.</summary>
     public TimeSpan? Timeout { get; init; }
 
+    /// <summary>
+    /// Most attempts for failures the runner treats as retryable (crash, kill, timeout, or a task error marked
+    /// retryable); null takes the runner's configured default.
+    /// </summary>
+    public int? MaxAttempts { get; init; }
+
+    /// <summary>Set by the runner when it runs an invocation again (retry or reroute); publishers leave it at 1.</summary>
+    public int Attempt { get; init; } = 1;
+
     /// <summary>When the publisher submitted it; used for queue-time figures (falls back to the message's sent time).</summary>
     public DateTimeOffset? SubmittedAt { get; init; }
 }

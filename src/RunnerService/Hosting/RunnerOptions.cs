@@ -21,11 +21,32 @@ public sealed class RunnerOptions
     /// <summary>Arguments passed to the worker executable.</summary>
     public string[] WorkerArguments { get; set; } = [];
 
+    /// <summary>
+    /// Extra environment variables for workers. Workers otherwise get only PATH, HOME, LANG, LC_*, TZ, TMPDIR and
+    /// DOTNET_ROOT from the service, never its connection strings or credentials.
+    /// </summary>
+    public Dictionary<string, string> WorkerEnvironment { get; set; } = [];
+
     /// <summary>Identifies this replica; names its own queue. Defaults to the host name.</summary>
     public string? InstanceId { get; set; }
 
     /// <summary>Run-time limit of an invocation that does not set its own.</summary>
     public TimeSpan DefaultTimeout { get; set; } = TimeSpan.FromHours(1);
+
+    /// <summary>Most attempts of an invocation that does not set <c>MaxAttempts</c> (1 = never retried).</summary>
+    [Range(1, 100)]
+    public int DefaultMaxAttempts { get; set; } = 1;
+
+    /// <summary>Error types retried while attempts remain (a task's own error only when it marks itself retryable).</summary>
+    public string[] RetryableErrors { get; set; } = ["WorkerExited", "WorkerKilled", "TimedOut"];
+
+    /// <summary>Delay before the second attempt; doubles for each further attempt, up to <see cref="MaxRetryDelay"/>.</summary>
+    public TimeSpan RetryDelay { get; set; } = TimeSpan.FromSeconds(1);
+
+    public TimeSpan MaxRetryDelay { get; set; } = TimeSpan.FromSeconds(60);
+
+    /// <summary>On SIGTERM, how long running invocations may go on before they are killed and rerouted.</summary>
+    public TimeSpan ShutdownGrace { get; set; } = TimeSpan.FromSeconds(20);
 
     /// <summary>Largest accepted protocol line from a worker (and so the largest result), in bytes.</summary>
     [Range(1024, 256 * 1024 * 1024)]

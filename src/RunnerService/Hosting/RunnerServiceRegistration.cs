@@ -1,5 +1,6 @@
 using MassTransit;
 using Microsoft.AspNetCore.Builder;
+using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Options;
@@ -41,10 +42,20 @@ public static class RunnerServiceRegistration
                 cfg.ConfigureEndpoints(context);
             });
         });
+        // Stops before the bus (hosted services stop in reverse order), so reroutes can still be published.
+        services.AddSingleton<ShutdownCoordinator>();
+        services.AddHostedService(sp => sp.GetRequiredService<ShutdownCoordinator>());
         services.Configure<MassTransitHostOptions>(o =>
         {
             o.WaitUntilStarted = true;
+            // After the coordinator ran only parked deliveries remain; cancelling them returns them to the queue.
+            o.ConsumerStopTimeout = TimeSpan.FromSeconds(5);
             o.StopTimeout = TimeSpan.FromSeconds(30);
+        });
+        services.Configure<HostOptions>(o =>
+        {
+            var grace = builder.Configuration.GetSection(RunnerOptions.SectionName).GetValue<TimeSpan?>(nameof(RunnerOptions.ShutdownGrace)) ?? new RunnerOptions().ShutdownGrace;
+            o.ShutdownTimeout = grace + TimeSpan.FromSeconds(45);
         });
         return builder;
     }

@@ -91,6 +91,21 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IOptions<RunnerOpti
 
         switch (outcome)
         {
+            case SessionOutcome.Aborted:
+                // Shutdown took the worker away; the coordinator reroutes it. Ack only after that reroute is published.
+                await session.Rerouted.Task.ConfigureAwait(false);
+                supervisor.Remove(session);
+                lease.Dispose();
+                break;
+            case SessionOutcome.Final final when ShouldRetry(session, final) is { } delay:
+                supervisor.Remove(session);
+                lease.Dispose();
+                InvocationLog.Retrying(logger, session.InvocationId, session.Attempt, final.Error?.ToString() ?? "", (long)delay.TotalMilliseconds);
+                // The delivery stays unacked during the back-off, so a crash now still redelivers the invocation.
+                await Task.Delay(delay, cancellationToken).ConfigureAwait(false);
+                await publisher.Publish(session.Invocation with { Attempt = session.Attempt + 1, SubmittedAt = DateTimeOffset.UtcNow }, CancellationToken.None)
+                    .ConfigureAwait(false);
+                break;
             case SessionOutcome.Final final:
                 supervisor.Remove(session);
                 lease.Dispose();
@@ -137,6 +152,25 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IOptions<RunnerOpti
         PublishCompletedAsync(context, new RunInvocation { InvocationId = invocationId }, attempt, 0, TimeSpan.Zero, TimeSpan.Zero,
             SessionOutcome.Failed(InvocationErrorTypes.WorkerLost,
                 $"the paused worker of attempt {attempt} no longer exists on replica '{_options.EffectiveInstanceId}' (it restarted)"));
+
+    /// <summary>The back-off before the next attempt, or null when this outcome is final.</summary>
+    TimeSpan? ShouldRetry(WorkerSession session, SessionOutcome.Final final)
+    {
+        if (final.Status == InvocationStatus.Succeeded || final.Error is null)
+            return null;
+        var maxAttempts = session.Invocation.MaxAttempts ?? _options.DefaultMaxAttempts;
+        if (session.Attempt >= maxAttempts)
+            return null;
+        var retryable = final.Retryable || _options.RetryableErrors.Contains(final.Error.Type, StringComparer.Ordinal);
+        if (!retryable)
+            return null;
+        var delay = _options.RetryDelay * Math.Pow(2, session.Attempt - 1);
+        return delay < _options.MaxRetryDelay ? delay : _options.MaxRetryDelay;
+    }
+
+    /// <summary>Runs the invocation again, as a new attempt, on whichever replica takes it (shutdown, recovery).</summary>
+    public Task RerouteAsync(IPublishEndpoint publisher, RunInvocation invocation, int attempt, CancellationToken cancellationToken) =>
+        publisher.Publish(invocation with { Attempt = attempt + 1, SubmittedAt = DateTimeOffset.UtcNow }, cancellationToken);
 
     /// <summary>Publishes the single Failed completion of a message that cannot run at all.</summary>
     public Task PublishRejectedAsync(ConsumeContext<RunInvocation> context, string reason) =>

@@ -44,4 +44,16 @@ static partial class InvocationLog
     [LoggerMessage(EventId = 10, EventName = "InvocationResumed", Level = LogLevel.Debug,
         Message = "Invocation {InvocationId} pid {Pid} resumed after {PausedMs} ms")]
     public static partial void Resumed(ILogger logger, Guid invocationId, int pid, long pausedMs);
+
+    [LoggerMessage(EventId = 11, EventName = "InvocationRetrying", Level = LogLevel.Warning,
+        Message = "Invocation {InvocationId} attempt {Attempt} failed ({Error}); next attempt in {DelayMs} ms")]
+    public static partial void Retrying(ILogger logger, Guid invocationId, int attempt, string error, long delayMs);
+
+    [LoggerMessage(EventId = 12, EventName = "DuplicateDelivery", Level = LogLevel.Warning,
+        Message = "Invocation {InvocationId} is already {State} on this replica (pid {Pid}); the duplicate delivery is acknowledged without a second run")]
+    public static partial void DuplicateDelivery(ILogger logger, Guid invocationId, Processes.WorkerState state, int pid);
+
+    [LoggerMessage(EventId = 13, EventName = "ParkedDuringShutdown", Level = LogLevel.Debug,
+        Message = "Invocation {InvocationId} arrived while stopping; it stays unacknowledged and returns to the queue")]
+    public static partial void ParkedDuringShutdown(ILogger logger, Guid invocationId);
 }

@@ -15,6 +15,8 @@ namespace RunnerService.Invocations;
 sealed class RunInvocationConsumer(
     SlotPool slots,
     InvocationExecutor executor,
+    WorkerSupervisor supervisor,
+    ShutdownCoordinator shutdown,
     IOptions<RunnerOptions> options,
     ILogger<RunInvocationConsumer> logger) : IConsumer<RunInvocation>
 {
@@ -31,9 +33,30 @@ sealed class RunInvocationConsumer(
             throw new InvalidInvocationException(invalid);
         }
 
-        using var scope = logger.BeginScope(new Dictionary<string, object> { ["InvocationId"] = invocation.InvocationId, ["TaskName"] = invocation.TaskName });
-        var queuedSince = invocation.SubmittedAt?.UtcDateTime ?? context.SentTime ?? DateTime.UtcNow;
-        using var lease = await slots.AcquireAsync(SlotPriority.Normal, context.CancellationToken).ConfigureAwait(false);
-        await executor.RunNewAsync(context, invocation, attempt: 1, queuedSince, lease, context.CancellationToken).ConfigureAwait(false);
+        if (shutdown.IsStopping)
+        {
+            // Stop taking work: hold the delivery until the bus stops, which returns it to the queue unacknowledged.
+            InvocationLog.ParkedDuringShutdown(logger, invocation.InvocationId);
+            await Task.Delay(Timeout.Infinite, context.CancellationToken).ConfigureAwait(false);
+        }
+        if (!supervisor.TryClaim(invocation.InvocationId))
+        {
+            // A second delivery of what this replica already handles (a duplicate publish, or a redelivery after the
+            // broker's consumer timeout): acknowledged without a second run; the first one publishes the completion.
+            var state = supervisor.TryGet(invocation.InvocationId, out var existing) ? existing.State : WorkerState.Running;
+            InvocationLog.DuplicateDelivery(logger, invocation.InvocationId, state, existing?.Pid ?? 0);
+            return;
+        }
+        try
+        {
+            using var scope = logger.BeginScope(new Dictionary<string, object> { ["InvocationId"] = invocation.InvocationId, ["TaskName"] = invocation.TaskName });
+            var queuedSince = invocation.SubmittedAt?.UtcDateTime ?? context.SentTime ?? DateTime.UtcNow;
+            using var lease = await slots.AcquireAsync(SlotPriority.Normal, context.CancellationToken).ConfigureAwait(false);
+            await executor.RunNewAsync(context, invocation, Math.Max(1, invocation.Attempt), queuedSince, lease, context.CancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            supervisor.ReleaseClaim(invocation.InvocationId);
+        }
     }
 }

@@ -19,6 +19,7 @@ sealed class WorkerSession
     readonly ILogger _logger;
     readonly Stopwatch _runClock = new();
     TimeSpan _budget;
+    int _end; // 0 live, 1 its final outcome is claimed, 2 aborted by the service
 
     public WorkerSession(Process process, RunInvocation invocation, int attempt, TimeSpan timeout, int maxMessageBytes, ILogger logger)
     {
@@ -53,6 +54,27 @@ sealed class WorkerSession
 
     /// <summary>How long the invocation queued before this worker started.</summary>
     public TimeSpan QueuedFor { get; set; }
+
+    /// <summary>True once the service took the worker away (shutdown); its outcome is then ignored.</summary>
+    public bool IsAborted => Volatile.Read(ref _end) == 2;
+
+    /// <summary>Completed by whoever aborted the session once the invocation has been rerouted.</summary>
+    public TaskCompletionSource Rerouted { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    /// <summary>Claims the final outcome for the driver; false if the service aborted the session first.</summary>
+    public bool TryClaimFinal() => Interlocked.CompareExchange(ref _end, 1, 0) != 2;
+
+    /// <summary>
+    /// Takes the worker away unless its final outcome was already claimed: kills it. The caller must reroute the
+    /// invocation and then complete <see cref="Rerouted"/>.
+    /// </summary>
+    public bool TryAbort()
+    {
+        if (Interlocked.CompareExchange(ref _end, 2, 0) != 0)
+            return false;
+        Kill();
+        return true;
+    }
 
     /// <summary>Time the worker spent running (paused time does not count against its timeout).</summary>
     public TimeSpan RunTime => _runClock.Elapsed;
@@ -95,6 +117,10 @@ sealed class WorkerSession
         try
         {
             var outcome = await ReadUntilOutcomeAsync(callbacks).ConfigureAwait(false);
+            if (outcome is SessionOutcome.Waiting && IsAborted)
+                return new SessionOutcome.Aborted();
+            if (outcome is SessionOutcome.Final && !TryClaimFinal())
+                return new SessionOutcome.Aborted(); // killed by the service, not by its own fault
             if (cancellationToken.IsCancellationRequested)
             {
                 await Exited.ConfigureAwait(false);
@@ -172,9 +198,13 @@ sealed class WorkerSession
                     WaitingFor = wait.InvocationIds;
                     return new SessionOutcome.Waiting(wait.InvocationIds);
                 case ResultMessage result:
+                    if (!TryClaimFinal())
+                        return new SessionOutcome.Aborted();
                     await AwaitExitAfterFinalAsync().ConfigureAwait(false);
                     return new SessionOutcome.Final(InvocationStatus.Succeeded, result.Result, null);
                 case ErrorMessage failure:
+                    if (!TryClaimFinal())
+                        return new SessionOutcome.Aborted();
                     await AwaitExitAfterFinalAsync().ConfigureAwait(false);
                     return new SessionOutcome.Final(InvocationStatus.Failed, null, failure.Error, failure.Retryable);
                 default:
@@ -247,8 +277,9 @@ sealed class WorkerSession
         if (code > 128 && code <= 128 + 64)
         {
             var signal = code - 128;
+            var cause = signal == Signals.SIGKILL ? ", sent by another process or by the kernel's out-of-memory killer" : "";
             return SessionOutcome.Failed(InvocationErrorTypes.WorkerKilled,
-                $"the worker was killed by {Signals.Name(signal)} (signal {signal}, exit status {code}) and {what}");
+                $"the worker was killed by {Signals.Name(signal)} (signal {signal}{cause}; exit status {code}) and {what}");
         }
         return SessionOutcome.Failed(InvocationErrorTypes.WorkerExited, $"the worker exited with exit code {code} and {what}");
     }

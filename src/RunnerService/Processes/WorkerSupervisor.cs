@@ -21,6 +21,9 @@ sealed class WorkerSupervisor(IOptions<RunnerOptions> options, ILogger<WorkerSup
     int _alive;
     int _peakAlive;
 
+    /// <summary>The only variables a worker inherits from the service (plus <see cref="RunnerOptions.WorkerEnvironment"/>).</summary>
+    static readonly string[] InheritedVariables = ["PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "DOTNET_ROOT"];
+
     /// <summary>Worker processes alive right now (running or paused).</summary>
     public int Alive => Volatile.Read(ref _alive);
 
@@ -30,6 +33,21 @@ sealed class WorkerSupervisor(IOptions<RunnerOptions> options, ILogger<WorkerSup
     public ICollection<WorkerSession> Sessions => _sessions.Values;
 
     public bool TryGet(Guid invocationId, out WorkerSession session) => _sessions.TryGetValue(invocationId, out session!);
+
+    readonly ConcurrentDictionary<Guid, byte> _claims = new();
+
+    /// <summary>
+    /// Claims an invocation id for one delivery: false while another delivery of the same id is being handled or its
+    /// worker lives (running or paused) here — a duplicate must not run a second time at once.
+    /// </summary>
+    public bool TryClaim(Guid invocationId) => _claims.TryAdd(invocationId, 0);
+
+    /// <summary>Gives up a claim whose delivery ended without leaving a live worker behind.</summary>
+    public void ReleaseClaim(Guid invocationId)
+    {
+        if (!_sessions.ContainsKey(invocationId))
+            _claims.TryRemove(invocationId, out _);
+    }
 
     public async Task<WorkerSession> StartAsync(RunInvocation invocation, int attempt)
     {
@@ -42,6 +60,15 @@ sealed class WorkerSupervisor(IOptions<RunnerOptions> options, ILogger<WorkerSup
         };
         foreach (var argument in _options.WorkerArguments)
             startInfo.ArgumentList.Add(argument);
+        // A minimal environment: the service's own settings (broker credentials, connection strings) never reach a task.
+        startInfo.Environment.Clear();
+        foreach (var name in InheritedVariables)
+        {
+            if (Environment.GetEnvironmentVariable(name) is { } value)
+                startInfo.Environment[name] = value;
+        }
+        foreach (var (name, value) in _options.WorkerEnvironment)
+            startInfo.Environment[name] = value;
         startInfo.Environment[WorkerHost.ParentPidVariable] = Environment.ProcessId.ToString(System.Globalization.CultureInfo.InvariantCulture);
         startInfo.Environment["RUNNER_INVOCATION_ID"] = invocation.InvocationId.ToString();
         // Workers are short-lived: skip tiered-PGO instrumentation, it only costs start-up time.
@@ -70,7 +97,11 @@ sealed class WorkerSupervisor(IOptions<RunnerOptions> options, ILogger<WorkerSup
     }
 
     /// <summary>Forgets a session whose worker has ended.</summary>
-    public void Remove(WorkerSession session) => _sessions.TryRemove(new KeyValuePair<Guid, WorkerSession>(session.InvocationId, session));
+    public void Remove(WorkerSession session)
+    {
+        if (_sessions.TryRemove(new KeyValuePair<Guid, WorkerSession>(session.InvocationId, session)))
+            _claims.TryRemove(session.InvocationId, out _);
+    }
 
     void UpdatePeak(int alive)
     {

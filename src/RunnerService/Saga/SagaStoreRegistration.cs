@@ -1,3 +1,4 @@
+using System.Data.Common;
 using MassTransit;
 using MassTransit.Configuration;
 using MassTransit.Saga;
@@ -16,15 +17,37 @@ public static class SagaStoreRegistration
     /// <summary>The default SQLite file when <c>ConnectionStrings:Sagas</c> is not set.</summary>
     public static string DefaultSqliteConnection => $"Data Source={Path.Combine(AppContext.BaseDirectory, "data", "sagas.db")}";
 
-    /// <summary>Registers the durable saga store chosen by <c>ConnectionStrings:Sagas</c> (a SQLite <c>Data Source=…</c>).</summary>
+    /// <summary>
+    /// Registers the durable saga store chosen by <c>ConnectionStrings:Sagas</c>: PostgreSQL when it is an Npgsql
+    /// connection string (it names a <c>Host</c> or <c>Server</c>), for replicas sharing one store; else SQLite
+    /// (<c>Data Source=…</c>), the single-node default.
+    /// </summary>
     public static IServiceCollection AddSagaStore(this IServiceCollection services, IConfiguration configuration)
     {
         var connection = configuration.GetConnectionString(ConnectionName);
         if (string.IsNullOrWhiteSpace(connection))
             connection = DefaultSqliteConnection;
-        services.TryAddSingleton<ISagaStore>(_ => new SqliteSagaStore(connection));
+        if (IsPostgres(connection))
+            services.TryAddSingleton<ISagaStore>(_ => new PostgresSagaStore(connection));
+        else
+            services.TryAddSingleton<ISagaStore>(_ => new SqliteSagaStore(connection));
         services.AddHostedService<SagaStoreInitializer>();
         return services;
+    }
+
+    /// <summary>True when <paramref name="connectionString"/> is an Npgsql connection string (has <c>Host=</c> or <c>Server=</c>).</summary>
+    public static bool IsPostgres(string connectionString)
+    {
+        var builder = new DbConnectionStringBuilder();
+        try
+        {
+            builder.ConnectionString = connectionString;
+        }
+        catch (ArgumentException)
+        {
+            return false; // not key=value pairs at all; SQLite reports it
+        }
+        return builder.ContainsKey("Host") || builder.ContainsKey("Server");
     }
 
     /// <summary>Uses the registered <see cref="ISagaStore"/> as the repository of <see cref="InvocationState"/>.</summary>

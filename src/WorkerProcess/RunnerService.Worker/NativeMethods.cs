@@ -13,6 +13,19 @@ static partial class NativeMethods
     [LibraryImport("libc")]
     private static partial int getppid();
 
+    [LibraryImport("libc", EntryPoint = "signal")]
+    private static partial nint SetSignalHandler(int signal, nint handler);
+
+    [LibraryImport("libc", EntryPoint = "raise")]
+    private static partial int Raise(int signal);
+
+    /// <summary>Dies by <paramref name="signal"/> with its default action, past the runtime's own handlers (for fault tests).</summary>
+    public static void DieBySignal(int signal)
+    {
+        SetSignalHandler(signal, 0); // SIG_DFL
+        Raise(signal);
+    }
+
     /// <summary>
     /// Asks the kernel to SIGKILL this process when the runner dies; SIGKILL reaches stopped (paused) processes
     /// too, so no worker outlives its service. Returns false if the runner is already gone.

@@ -115,6 +115,16 @@ public sealed class BrokerFixture : IAsyncLifetime
         return new TestVirtualHost(name, amqp, this);
     }
 
+    /// <summary>A broker user with its own password, allowed on one virtual host; returns the amqp:// URL with its credentials.</summary>
+    public async Task<Uri> CreateUserAsync(string user, string password, string virtualHost)
+    {
+        using var body = new StringContent($"{{\"password\":\"{password}\",\"tags\":\"\"}}", Encoding.UTF8, "application/json");
+        (await _management.PutAsync($"api/users/{Uri.EscapeDataString(user)}", body)).EnsureSuccessStatusCode();
+        using var permissions = new StringContent("{\"configure\":\".*\",\"write\":\".*\",\"read\":\".*\"}", Encoding.UTF8, "application/json");
+        (await _management.PutAsync($"api/permissions/{Uri.EscapeDataString(virtualHost)}/{Uri.EscapeDataString(user)}", permissions)).EnsureSuccessStatusCode();
+        return new UriBuilder(AmqpUri) { UserName = user, Password = password, Path = "/" + Uri.EscapeDataString(virtualHost) }.Uri;
+    }
+
     internal async Task DeleteVirtualHostAsync(string name)
     {
         try

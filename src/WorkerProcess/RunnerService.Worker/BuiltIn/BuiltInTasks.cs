@@ -17,7 +17,9 @@ public static class BuiltInTasks
         .Add("fanout", Fanout)
         .Add("upper", Upper)
         .Add("wait_for", WaitFor)
-        .Add("cycle", Cycle);
+        .Add("cycle", Cycle)
+        .Add("misbehave", Misbehave)
+        .Add("env", Env);
 
     /// <summary>Returns its arguments unchanged.</summary>
     static ValueTask<JsonNode?> Echo(TaskContext ctx) => ValueTask.FromResult(ToNode(ctx.Arguments));
@@ -117,4 +119,56 @@ public static class BuiltInTasks
     static JsonNode? ToNode(JsonElement element) => element.ValueKind is JsonValueKind.Null or JsonValueKind.Undefined
         ? null
         : JsonSerializer.SerializeToNode(element, WorkerJsonContext.Default.JsonElement);
+
+    /// <summary><c>{}</c>: the names of the environment variables the worker got (never their values).</summary>
+    static ValueTask<JsonNode?> Env(TaskContext ctx)
+    {
+        var names = new JsonArray();
+        foreach (var name in Environment.GetEnvironmentVariables().Keys.Cast<string>().Order(StringComparer.Ordinal))
+            names.Add((JsonNode)JsonValue.Create(name));
+        return ValueTask.FromResult<JsonNode?>(names);
+    }
+
+    /// <summary>
+    /// <c>{mode, bytes?}</c>: breaks the protocol on purpose, for fault tests and demos. Modes: <c>garbage</c> (a
+    /// non-JSON line on stdout), <c>longline</c> (one line of <c>bytes</c> bytes), <c>bigresult</c> (a result of
+    /// <c>bytes</c> characters), <c>closestdout</c> (closes stdout and exits 0), <c>segfault</c> (dies by SIGSEGV), <c>hang</c> (never answers).
+    /// </summary>
+    static async ValueTask<JsonNode?> Misbehave(TaskContext ctx)
+    {
+        var mode = ctx.GetString("mode");
+        var bytes = ctx.GetInt32("bytes", 1 << 20);
+        var stdout = Console.OpenStandardOutput();
+        switch (mode)
+        {
+            case "garbage":
+                stdout.Write("this is not the protocol\n"u8);
+                stdout.Flush();
+                await Task.Delay(Timeout.Infinite);
+                return null;
+            case "longline":
+                var line = new byte[bytes + 1];
+                Array.Fill(line, (byte)'x');
+                line[^1] = (byte)'\n';
+                stdout.Write(line);
+                stdout.Flush();
+                await Task.Delay(Timeout.Infinite);
+                return null;
+            case "bigresult":
+                return new string('r', bytes);
+            case "closestdout":
+                stdout.Close();
+                await Task.Delay(200);
+                Environment.Exit(0);
+                return null;
+            case "segfault":
+                NativeMethods.DieBySignal(11);
+                return null;
+            case "hang":
+                await Task.Delay(Timeout.Infinite);
+                return null;
+            default:
+                throw new TaskFailedException($"unknown misbehave mode '{mode}'", "InvalidArguments");
+        }
+    }
 }

@@ -1,0 +1,81 @@
+using System.Text;
+using MassTransit;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+using RunnerService.Invocations;
+using RunnerService.Processes;
+
+namespace RunnerService.Hosting;
+
+/// <summary>
+/// SIGTERM: stop taking messages, give running invocations <see cref="RunnerOptions.ShutdownGrace"/> to finish, then
+/// for each worker left (running or paused): kill it, wait until it is gone, and reroute its invocation unless it
+/// completed meanwhile. Registered after MassTransit, so it stops first, while the bus can still publish.
+/// </summary>
+sealed class ShutdownCoordinator(
+    WorkerSupervisor supervisor,
+    InvocationExecutor executor,
+    IBus bus,
+    IOptions<RunnerOptions> options,
+    ILogger<ShutdownCoordinator> logger) : IHostedService
+{
+    volatile bool _stopping;
+
+    public bool IsStopping => _stopping;
+
+    public Task StartAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    public async Task StopAsync(CancellationToken cancellationToken)
+    {
+        _stopping = true;
+        var grace = options.Value.ShutdownGrace;
+        var deadline = DateTime.UtcNow + grace;
+        while (supervisor.Sessions.Any(s => s.State == WorkerState.Running) && DateTime.UtcNow < deadline && !cancellationToken.IsCancellationRequested)
+            await Task.Delay(50, CancellationToken.None).ConfigureAwait(false);
+
+        var left = supervisor.Sessions.ToArray();
+        ShutdownLog.Summary(logger, left.Length, Describe(left));
+        foreach (var session in left)
+        {
+            if (!session.TryAbort())
+                continue; // it completed meanwhile: its own driver publishes the completion
+            await session.Exited.ConfigureAwait(false);
+            try
+            {
+                await executor.RerouteAsync(bus, session.Invocation, session.Attempt, CancellationToken.None).ConfigureAwait(false);
+                ShutdownLog.Rerouted(logger, session.InvocationId, session.Pid, session.Attempt + 1);
+            }
+            finally
+            {
+                session.Rerouted.TrySetResult();
+                if (session.State == WorkerState.Paused)
+                    supervisor.Remove(session); // no driver is waiting on a paused session
+            }
+        }
+    }
+
+    static string Describe(IEnumerable<WorkerSession> sessions)
+    {
+        var text = new StringBuilder();
+        foreach (var s in sessions)
+        {
+            var alive = s.Exited.IsCompleted ? "dead" : "alive";
+            text.Append($"\n  pid {s.Pid} {alive} {s.State.ToString().ToLowerInvariant()} invocation {s.InvocationId} ({s.Invocation.TaskName}, attempt {s.Attempt})");
+            if (s.WaitingFor.Count > 0)
+                text.Append($" waits for {string.Join(", ", s.WaitingFor)}");
+        }
+        return text.Length == 0 ? " none" : text.ToString();
+    }
+}
+
+static partial class ShutdownLog
+{
+    [LoggerMessage(EventId = 200, EventName = "ShutdownSummary", Level = LogLevel.Warning,
+        Message = "Stopping with {Count} worker(s) left; they are killed and rerouted:{Workers}")]
+    public static partial void Summary(ILogger logger, int count, string workers);
+
+    [LoggerMessage(EventId = 201, EventName = "Rerouted", Level = LogLevel.Warning,
+        Message = "Invocation {InvocationId} (pid {Pid} killed and gone) rerouted as attempt {Attempt}")]
+    public static partial void Rerouted(ILogger logger, Guid invocationId, int pid, int attempt);
+}

@@ -7,6 +7,10 @@
 #   management 15693, dist 25692, epmd 4392; override with RUNNER_TEST_BROKER_* below)
 #   and stops it again on exit.
 # - Exports RABBITMQ_URL and RABBITMQ_MANAGEMENT_URL for the tests.
+# - Unless RUNNER_TEST_POSTGRES is already set, starts a fresh private PostgreSQL cluster
+#   (deploy/local/postgres.sh; state in /tmp/runnerservice-test-postgres, 127.0.0.1:5452;
+#   override with RUNNER_TEST_PG_DIR / RUNNER_TEST_PG_PORT), exports RUNNER_TEST_POSTGRES
+#   (an Npgsql connection string) for the Category=Scale tests, and stops it again on exit.
 # - Runs dotnet test on RunnerService.sln (Release) with a trx logger into
 #   TestResults/<timestamp>/, then prints the plain line `N passed, N failed`.
 # - Exits non-zero if dotnet test failed, any test failed, or no test passed.
@@ -19,6 +23,7 @@ cd "$repo"
 log() { printf '[run-tests] %s\n' "$*" >&2; }
 
 started_broker=0
+started_postgres=0
 results=""
 summary_printed=0
 broker_env() {
@@ -29,6 +34,10 @@ broker_env() {
     export RUNNER_BROKER_EPMD_PORT=${RUNNER_TEST_BROKER_EPMD_PORT:-4392}
     export RUNNER_BROKER_PROMETHEUS_PORT=${RUNNER_TEST_BROKER_PROMETHEUS_PORT:-16693}
     unset RUNNER_BROKER_NODE
+}
+postgres_env() {
+    export RUNNER_PG_DIR=${RUNNER_TEST_PG_DIR:-/tmp/runnerservice-test-postgres}
+    export RUNNER_PG_PORT=${RUNNER_TEST_PG_PORT:-5452}
 }
 
 # shellcheck disable=SC2317  # called from the EXIT trap
@@ -43,6 +52,11 @@ cleanup() {
     if [[ $started_broker == 1 ]]; then
         log "stopping test broker"
         bash "$here/rabbitmq.sh" stop || log "WARNING: stopping the test broker failed"
+    fi
+    if [[ $started_postgres == 1 ]]; then
+        log "stopping test PostgreSQL"
+        postgres_env
+        bash "$here/postgres.sh" stop || log "WARNING: stopping the test PostgreSQL cluster failed"
     fi
     exit "$rc"
 }
@@ -67,6 +81,22 @@ export RABBITMQ_URL
 [[ -n ${RABBITMQ_MANAGEMENT_URL:-} ]] && export RABBITMQ_MANAGEMENT_URL
 log "RABBITMQ_URL=$RABBITMQ_URL"
 log "RABBITMQ_MANAGEMENT_URL=${RABBITMQ_MANAGEMENT_URL:-<unset>}"
+
+if [[ -z ${RUNNER_TEST_POSTGRES:-} ]]; then
+    postgres_env
+    log "starting a fresh test PostgreSQL cluster in $RUNNER_PG_DIR"
+    started_postgres=1
+    # As for the broker: a cluster left over from an interrupted run is stopped and wiped.
+    bash "$here/postgres.sh" stop
+    rm -rf "$RUNNER_PG_DIR"
+    postgres_exports=$(bash "$here/postgres.sh" start)
+    eval "$postgres_exports"
+else
+    log "using the PostgreSQL server at RUNNER_TEST_POSTGRES (not starting one)"
+fi
+export RUNNER_TEST_POSTGRES
+# shellcheck disable=SC2001  # a regex replacement; ${var//...} would need extglob
+log "RUNNER_TEST_POSTGRES=$(sed 's/Password=[^;]*/Password=***/' <<<"$RUNNER_TEST_POSTGRES")"
 
 results="$repo/TestResults/$(date +%Y%m%d-%H%M%S)"
 mkdir -p "$results"

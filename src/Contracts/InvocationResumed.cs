@@ -9,4 +9,7 @@ public record InvocationResumed
     public int Attempt { get; init; } = 1;
     public TimeSpan PausedFor { get; init; }
     public DateTimeOffset ResumedAt { get; init; }
+
+    /// <summary>The wait (see <see cref="InvocationWaitingFor.WaitSequence"/>) this resume ended.</summary>
+    public int WaitSequence { get; init; }
 }

@@ -13,4 +13,7 @@ public record InvocationWaitingFor
     public int ProcessId { get; init; }
     public int Attempt { get; init; } = 1;
     public DateTimeOffset PausedAt { get; init; }
+
+    /// <summary>Counts the waits of this attempt (1, 2, …), so late events about an earlier wait are recognised.</summary>
+    public int WaitSequence { get; init; }
 }

@@ -95,6 +95,8 @@ public sealed class FaultTests(BrokerFixture broker, ITestOutputHelper output)
         Assert.Equal(InvocationStatus.Failed, crashed.Status);
         Assert.Equal(3, crashed.Attempt);
         Assert.Equal([1, 2, 3], env.Bus.Started.Where(s => s.InvocationId == crash).Select(s => s.Attempt).Order().ToArray());
+        await env.Bus.WaitForCompletedAsync(crash, Patience);
+        await Task.Delay(500);
         Assert.Single(env.Bus.Completed, c => c.InvocationId == crash);
 
         var fail = NewId.NextGuid();

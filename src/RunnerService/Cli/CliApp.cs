@@ -13,6 +13,12 @@ static class CliApp
             e.Cancel = true;
             cancel.Cancel();
         };
+        // SIGTERM (e.g. from `timeout`) cancels a waiting CLI too, not only Ctrl-C.
+        using var onTerm = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGTERM, context =>
+        {
+            context.Cancel = true;
+            cancel.Cancel();
+        });
         try
         {
             return args[0] switch

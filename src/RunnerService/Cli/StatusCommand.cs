@@ -42,7 +42,7 @@ static class StatusCommand
         Console.WriteLine($"waiting for: {(report.WaitingFor.Count == 0 ? "-" : string.Join(", ", report.WaitingFor))}");
         Console.WriteLine($"waited by:   {(report.Waiters.Count == 0 ? "-" : string.Join(", ", report.Waiters))}");
         if (report.Result is { } result)
-            Console.WriteLine($"result:      {result.GetRawText()}");
+            Console.WriteLine($"result:      {JsonSerializer.Serialize(result)}");
         if (report.Error is { } error)
             Console.WriteLine($"error:       {error.Type}: {error.Message}");
         Console.WriteLine("history:");
@@ -64,7 +64,7 @@ static class StatusCommand
         void Write(InvocationCompleted node, string indent, bool last, bool isRoot)
         {
             var value = node.Status == InvocationStatus.Succeeded
-                ? (node.Result?.GetRawText() ?? "null")
+                ? (node.Result is { } result ? JsonSerializer.Serialize(result) : "null")
                 : $"{node.Error?.Type}: {node.Error?.Message}";
             if (value.Length > 80)
                 value = value[..80] + "…";

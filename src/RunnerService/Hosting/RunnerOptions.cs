@@ -48,6 +48,21 @@ public sealed class RunnerOptions
     /// <summary>On SIGTERM, how long running invocations may go on before they are killed and rerouted.</summary>
     public TimeSpan ShutdownGrace { get; set; } = TimeSpan.FromSeconds(20);
 
+    /// <summary>
+    /// Longest time a running invocation's delivery stays unacknowledged. Keep it below the broker's consumer_timeout
+    /// (30 min by default): past it the delivery is acknowledged and the saga owns the still-running invocation.
+    /// </summary>
+    public TimeSpan DeliveryHoldLimit { get; set; } = TimeSpan.FromMinutes(20);
+
+    /// <summary>How often this replica publishes its heartbeat.</summary>
+    public TimeSpan HeartbeatInterval { get; set; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>A replica not heard from for this long is presumed gone; its invocations are recovered.</summary>
+    public TimeSpan StaleAfter { get; set; } = TimeSpan.FromSeconds(15);
+
+    /// <summary>How often the recovery check looks for invocations owned by lost replicas.</summary>
+    public TimeSpan RecoveryInterval { get; set; } = TimeSpan.FromSeconds(5);
+
     /// <summary>Largest accepted protocol line from a worker (and so the largest result), in bytes.</summary>
     [Range(1024, 256 * 1024 * 1024)]
     public int MaxMessageBytes { get; set; } = 1024 * 1024;

@@ -6,7 +6,10 @@ using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Options;
 using RunnerService.Invocations;
 using RunnerService.Processes;
+using RunnerService.Recovery;
 using RunnerService.Saga;
+using RunnerService.Saga.Messages;
+using Microsoft.Extensions.DependencyInjection.Extensions;
 using RunnerService.Slots;
 
 namespace RunnerService.Hosting;
@@ -27,7 +30,12 @@ public static class RunnerServiceRegistration
         // Registered before MassTransit's hosted service, so it stops after the bus: the bus first stops consuming.
         services.AddHostedService(sp => sp.GetRequiredService<WorkerSupervisor>());
         services.AddSingleton<InvocationExecutor>();
+        services.AddScoped<OwnershipClaims>();
         services.AddSagaStore(builder.Configuration);
+
+        services.TryAddSingleton(TimeProvider.System);
+        services.AddSingleton<RunnerRegistry>();
+        var instanceId = builder.Configuration.GetSection(RunnerOptions.SectionName).Get<RunnerOptions>()?.EffectiveInstanceId ?? new RunnerOptions().EffectiveInstanceId;
 
         var brokerUri = BrokerConnection.Resolve(builder.Configuration);
         services.AddMassTransit(x =>
@@ -36,6 +44,12 @@ public static class RunnerServiceRegistration
             x.AddConsumer<RunInvocationConsumer, RunInvocationConsumerDefinition>();
             x.AddConsumer<ResumeInvocationConsumer, ResumeInvocationConsumerDefinition>();
             x.AddSagaStateMachine<InvocationStateMachine, InvocationState, InvocationStateMachineDefinition>().StoreRepository();
+            x.AddConsumer<RunnerHeartbeatConsumer>().Endpoint(e =>
+            {
+                e.Name = $"runner-heartbeats-{instanceId}";
+                e.Temporary = true;
+            });
+            x.AddRequestClient<ClaimInvocation>(RequestTimeout.After(s: 30));
             x.UsingRabbitMq((context, cfg) =>
             {
                 cfg.Host(brokerUri);
@@ -45,6 +59,7 @@ public static class RunnerServiceRegistration
         // Stops before the bus (hosted services stop in reverse order), so reroutes can still be published.
         services.AddSingleton<ShutdownCoordinator>();
         services.AddHostedService(sp => sp.GetRequiredService<ShutdownCoordinator>());
+        services.AddHostedService<RecoveryService>();
         services.Configure<MassTransitHostOptions>(o =>
         {
             o.WaitUntilStarted = true;

@@ -14,7 +14,7 @@ namespace RunnerService.Invocations;
 /// Drives worker sessions: starts them, relays what the worker asks for, and publishes the invocation's events.
 /// Used by the consumer of new invocations and by the resume consumer.
 /// </summary>
-sealed class InvocationExecutor(WorkerSupervisor supervisor, IOptions<RunnerOptions> options, ILogger<InvocationExecutor> logger)
+sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, IOptions<RunnerOptions> options, ILogger<InvocationExecutor> logger)
 {
     readonly RunnerOptions _options = options.Value;
 
@@ -41,6 +41,16 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IOptions<RunnerOpti
         }
 
         session.QueuedFor = queuedFor;
+        // The worker gets its invocation first; the Started event's broker round trip then overlaps its start-up.
+        session.TrySend(new StartInvocationMessage
+        {
+            InvocationId = invocation.InvocationId,
+            TaskName = invocation.TaskName,
+            Arguments = invocation.Arguments,
+            ParentInvocationId = invocation.ParentInvocationId,
+            Attempt = attempt,
+            TraceParent = Activity.Current?.Id,
+        });
         InvocationLog.Started(logger, invocation.InvocationId, invocation.TaskName, session.Pid, attempt);
         await context.Publish(new InvocationStarted
         {
@@ -54,25 +64,23 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IOptions<RunnerOpti
             StartedAt = session.StartedAt,
         }, cancellationToken).ConfigureAwait(false);
 
-        session.TrySend(new StartInvocationMessage
-        {
-            InvocationId = invocation.InvocationId,
-            TaskName = invocation.TaskName,
-            Arguments = invocation.Arguments,
-            ParentInvocationId = invocation.ParentInvocationId,
-            Attempt = attempt,
-            TraceParent = Activity.Current?.Id,
-        });
-        await DriveAsync(context, session, lease, cancellationToken).ConfigureAwait(false);
+        await DriveAsync(session, lease, cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>Lets a session run until it ends (publish the completion) or waits (pause it, give the slot back).</summary>
-    public async Task DriveAsync(IPublishEndpoint publisher, WorkerSession session, SlotLease lease, CancellationToken cancellationToken)
+    /// <remarks>
+    /// Everything from here on publishes through the bus, not the consume context: the delivery may be gone long
+    /// before the worker ends (consumer timeout, hand-off, lost channel), the bus is not.
+    /// </remarks>
+    public async Task DriveAsync(WorkerSession session, SlotLease lease, CancellationToken cancellationToken)
     {
+        IPublishEndpoint publisher = bus;
         SessionOutcome outcome;
         try
         {
-            outcome = await session.RunAsync(new Relay(publisher), cancellationToken).ConfigureAwait(false);
+            // The worker's life does not follow the delivery's: the broker may cancel a delivery (consumer timeout,
+            // lost channel) while the invocation runs on. Only the shutdown coordinator takes a worker away.
+            outcome = await session.RunAsync(new Relay(publisher), CancellationToken.None).ConfigureAwait(false);
         }
         catch (OperationCanceledException)
         {
@@ -124,6 +132,7 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IOptions<RunnerOpti
                     ProcessId = session.Pid,
                     Attempt = session.Attempt,
                     PausedAt = DateTimeOffset.UtcNow,
+                    WaitSequence = session.WaitSequence,
                 }, CancellationToken.None).ConfigureAwait(false);
                 break;
         }
@@ -143,15 +152,20 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IOptions<RunnerOpti
             Attempt = session.Attempt,
             PausedFor = pausedFor,
             ResumedAt = DateTimeOffset.UtcNow,
+            WaitSequence = session.WaitSequence,
         }, cancellationToken).ConfigureAwait(false);
-        await DriveAsync(context, session, lease, cancellationToken).ConfigureAwait(false);
+        await DriveAsync(session, lease, cancellationToken).ConfigureAwait(false);
     }
 
-    /// <summary>A resume arrived for a worker this replica no longer has (it restarted): the invocation cannot go on.</summary>
-    public Task PublishWorkerLostAsync(ConsumeContext context, Guid invocationId, int attempt) =>
-        PublishCompletedAsync(context, new RunInvocation { InvocationId = invocationId }, attempt, 0, TimeSpan.Zero, TimeSpan.Zero,
-            SessionOutcome.Failed(InvocationErrorTypes.WorkerLost,
-                $"the paused worker of attempt {attempt} no longer exists on replica '{_options.EffectiveInstanceId}' (it restarted)"));
+    /// <summary>A resume arrived for a worker this replica no longer has (it restarted): have the saga run it again.</summary>
+    public Task RecoverLostWorkerAsync(ConsumeContext context, Guid invocationId, int attempt) =>
+        context.Publish(new Saga.Messages.RecoverInvocation
+        {
+            InvocationId = invocationId,
+            Owner = _options.EffectiveInstanceId,
+            Attempt = attempt,
+            RecoveredBy = _options.EffectiveInstanceId,
+        });
 
     /// <summary>The back-off before the next attempt, or null when this outcome is final.</summary>
     TimeSpan? ShouldRetry(WorkerSession session, SessionOutcome.Final final)
@@ -181,7 +195,7 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IOptions<RunnerOpti
     {
         InvocationLog.Completed(logger, invocation.InvocationId, invocation.TaskName, final.Status, (long)runFor.TotalMilliseconds,
             final.Error is null ? "" : $": {final.Error}");
-        await publisher.Publish(new InvocationCompleted
+        var completed = new InvocationCompleted
         {
             InvocationId = invocation.InvocationId,
             TaskName = invocation.TaskName,
@@ -195,8 +209,25 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IOptions<RunnerOpti
             QueuedFor = queuedFor,
             RunFor = runFor,
             CompletedAt = DateTimeOffset.UtcNow,
-        }, CancellationToken.None).ConfigureAwait(false);
+        };
+        // The completion is the one thing that must get out: ride out a broker restart rather than drop it.
+        var giveUpAt = DateTime.UtcNow + CompletionPublishPatience;
+        while (true)
+        {
+            try
+            {
+                await publisher.Publish(completed, CancellationToken.None).ConfigureAwait(false);
+                return;
+            }
+            catch (Exception ex) when (DateTime.UtcNow < giveUpAt)
+            {
+                InvocationLog.CompletionPublishFailed(logger, invocation.InvocationId, ex.Message);
+                await Task.Delay(TimeSpan.FromSeconds(1)).ConfigureAwait(false);
+            }
+        }
     }
+
+    static readonly TimeSpan CompletionPublishPatience = TimeSpan.FromMinutes(2);
 
     /// <summary>Publishes the sub-invocations a worker starts, as children of its invocation.</summary>
     sealed class Relay(IPublishEndpoint publisher) : ISessionCallbacks

@@ -56,4 +56,16 @@ static partial class InvocationLog
     [LoggerMessage(EventId = 13, EventName = "ParkedDuringShutdown", Level = LogLevel.Debug,
         Message = "Invocation {InvocationId} arrived while stopping; it stays unacknowledged and returns to the queue")]
     public static partial void ParkedDuringShutdown(ILogger logger, Guid invocationId);
+
+    [LoggerMessage(EventId = 15, EventName = "CompletionPublishFailed", Level = LogLevel.Warning,
+        Message = "Publishing the completion of invocation {InvocationId} failed ({Reason}); trying again")]
+    public static partial void CompletionPublishFailed(ILogger logger, Guid invocationId, string reason);
+
+    [LoggerMessage(EventId = 16, EventName = "DeliveryHandedOff", Level = LogLevel.Information,
+        Message = "Invocation {InvocationId} still runs after {HoldLimit}: its delivery is acknowledged (the broker's consumer timeout must not fire); the saga owns it from here")]
+    public static partial void HandedOff(ILogger logger, Guid invocationId, TimeSpan holdLimit);
+
+    [LoggerMessage(EventId = 17, EventName = "RunFailed", Level = LogLevel.Error,
+        Message = "Invocation {InvocationId}: the run failed in the runner")]
+    public static partial void RunFailed(ILogger logger, Guid invocationId, Exception exception);
 }

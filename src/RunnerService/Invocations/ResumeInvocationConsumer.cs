@@ -19,10 +19,10 @@ sealed class ResumeInvocationConsumer(SlotPool slots, WorkerSupervisor superviso
         if (!supervisor.TryGet(message.InvocationId, out var session) || session.Attempt != message.Attempt)
         {
             InvocationLog.ResumeForUnknownWorker(logger, message.InvocationId, message.Attempt);
-            await executor.PublishWorkerLostAsync(context, message.InvocationId, message.Attempt).ConfigureAwait(false);
+            await executor.RecoverLostWorkerAsync(context, message.InvocationId, message.Attempt).ConfigureAwait(false);
             return;
         }
-        if (session.State != WorkerState.Paused)
+        if (session.State != WorkerState.Paused || (message.WaitSequence != 0 && message.WaitSequence != session.WaitSequence))
         {
             InvocationLog.ResumeForRunningWorker(logger, message.InvocationId, session.State);
             return;

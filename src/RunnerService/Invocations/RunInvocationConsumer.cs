@@ -17,6 +17,7 @@ sealed class RunInvocationConsumer(
     InvocationExecutor executor,
     WorkerSupervisor supervisor,
     ShutdownCoordinator shutdown,
+    OwnershipClaims claims,
     IOptions<RunnerOptions> options,
     ILogger<RunInvocationConsumer> logger) : IConsumer<RunInvocation>
 {
@@ -47,15 +48,48 @@ sealed class RunInvocationConsumer(
             InvocationLog.DuplicateDelivery(logger, invocation.InvocationId, state, existing?.Pid ?? 0);
             return;
         }
+        var claimed = true;
         try
         {
+            // A redelivery, a retry or a reroute may meet another live run of the same invocation: the saga decides.
+            if ((context.ReceiveContext.Redelivered || invocation.Attempt > 1) && !await claims.TryClaimAsync(context, invocation).ConfigureAwait(false))
+                return;
             using var scope = logger.BeginScope(new Dictionary<string, object> { ["InvocationId"] = invocation.InvocationId, ["TaskName"] = invocation.TaskName });
             var queuedSince = invocation.SubmittedAt?.UtcDateTime ?? context.SentTime ?? DateTime.UtcNow;
-            using var lease = await slots.AcquireAsync(SlotPriority.Normal, context.CancellationToken).ConfigureAwait(false);
-            await executor.RunNewAsync(context, invocation, Math.Max(1, invocation.Attempt), queuedSince, lease, context.CancellationToken).ConfigureAwait(false);
+            var lease = await slots.AcquireAsync(SlotPriority.Normal, context.CancellationToken).ConfigureAwait(false);
+            var running = RunAsync(context, invocation, queuedSince, lease);
+            // Hold the delivery while the invocation runs (a crash then redelivers it), but not past the broker's
+            // consumer timeout: after DeliveryHoldLimit the delivery is acknowledged and the saga (with the recovery
+            // check) is the invocation's durable owner, exactly as for a paused one.
+            if (await Task.WhenAny(running, Task.Delay(options.Value.DeliveryHoldLimit)).ConfigureAwait(false) == running)
+            {
+                await running.ConfigureAwait(false);
+                return;
+            }
+            InvocationLog.HandedOff(logger, invocation.InvocationId, options.Value.DeliveryHoldLimit);
+            claimed = false; // the background run releases the claim when it ends
         }
         finally
         {
+            if (claimed)
+                supervisor.ReleaseClaim(invocation.InvocationId);
+        }
+    }
+
+    async Task RunAsync(ConsumeContext context, RunInvocation invocation, DateTime queuedSince, SlotLease lease)
+    {
+        try
+        {
+            await executor.RunNewAsync(context, invocation, Math.Max(1, invocation.Attempt), queuedSince, lease, CancellationToken.None).ConfigureAwait(false);
+        }
+        catch (Exception ex)
+        {
+            InvocationLog.RunFailed(logger, invocation.InvocationId, ex);
+            throw;
+        }
+        finally
+        {
+            lease.Dispose();
             supervisor.ReleaseClaim(invocation.InvocationId);
         }
     }

@@ -6,7 +6,8 @@ namespace RunnerService.Processes;
 /// </summary>
 sealed class LineReader(Stream stream, int maxLineBytes)
 {
-    byte[] _buffer = new byte[Math.Min(64 * 1024, maxLineBytes + 1)];
+    // Starts small (a paused worker keeps its reader): most lines are short, and the buffer grows on demand.
+    byte[] _buffer = new byte[Math.Min(4 * 1024, maxLineBytes + 1)];
     int _start;
     int _end;
 

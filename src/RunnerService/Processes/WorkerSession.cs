@@ -81,6 +81,9 @@ sealed class WorkerSession
 
     public IReadOnlyList<Guid> WaitingFor { get; private set; } = [];
 
+    /// <summary>How many waits this worker has begun; the current one's number.</summary>
+    public int WaitSequence { get; private set; }
+
     /// <summary>When the worker was last paused.</summary>
     public DateTimeOffset? PausedAt { get; private set; }
 
@@ -194,14 +197,29 @@ sealed class WorkerSession
                 case InvokeMessage invoke:
                     await callbacks.OnInvokeAsync(this, invoke).ConfigureAwait(false);
                     break;
+                case WaitMessage { InvocationIds: null }:
+                    Kill();
+                    await Exited.ConfigureAwait(false);
+                    return SessionOutcome.Failed(InvocationErrorTypes.ProtocolViolation,
+                        $"the worker sent a 'wait' without 'invocationIds': '{Preview(read.Bytes.Span)}'");
+                case WaitMessage { InvocationIds.Count: 0 }:
+                    // Nothing to wait for: answer at once, no pause.
+                    TrySend(new ResumeMessage { Results = [] });
+                    break;
                 case WaitMessage wait:
                     WaitingFor = wait.InvocationIds;
+                    WaitSequence++;
                     return new SessionOutcome.Waiting(wait.InvocationIds);
                 case ResultMessage result:
                     if (!TryClaimFinal())
                         return new SessionOutcome.Aborted();
                     await AwaitExitAfterFinalAsync().ConfigureAwait(false);
                     return new SessionOutcome.Final(InvocationStatus.Succeeded, result.Result, null);
+                case ErrorMessage { Error: null }:
+                    Kill();
+                    await Exited.ConfigureAwait(false);
+                    return SessionOutcome.Failed(InvocationErrorTypes.ProtocolViolation,
+                        $"the worker sent an 'error' without an 'error' object: '{Preview(read.Bytes.Span)}'");
                 case ErrorMessage failure:
                     if (!TryClaimFinal())
                         return new SessionOutcome.Aborted();

@@ -42,6 +42,8 @@ sealed class WorkerSupervisor(IOptions<RunnerOptions> options, ILogger<WorkerSup
     /// </summary>
     public bool TryClaim(Guid invocationId) => _claims.TryAdd(invocationId, 0);
 
+    public bool IsClaimed(Guid invocationId) => _claims.ContainsKey(invocationId);
+
     /// <summary>Gives up a claim whose delivery ended without leaving a live worker behind.</summary>
     public void ReleaseClaim(Guid invocationId)
     {
@@ -100,8 +102,29 @@ sealed class WorkerSupervisor(IOptions<RunnerOptions> options, ILogger<WorkerSup
     public void Remove(WorkerSession session)
     {
         if (_sessions.TryRemove(new KeyValuePair<Guid, WorkerSession>(session.InvocationId, session)))
+        {
+            _finished[session.InvocationId] = DateTime.UtcNow;
             _claims.TryRemove(session.InvocationId, out _);
+        }
+        if (_finished.Count > 10_000)
+        {
+            foreach (var (id, at) in _finished)
+            {
+                if (DateTime.UtcNow - at > FinishedMemory)
+                    _finished.TryRemove(id, out _);
+            }
+        }
     }
+
+    static readonly TimeSpan FinishedMemory = TimeSpan.FromMinutes(5);
+    readonly ConcurrentDictionary<Guid, DateTime> _finished = new();
+
+    /// <summary>
+    /// True for an invocation whose worker ended here within the last minutes: its final events may still be on their
+    /// way to the saga, so it is not an orphan.
+    /// </summary>
+    public bool FinishedRecently(Guid invocationId) =>
+        _finished.TryGetValue(invocationId, out var at) && DateTime.UtcNow - at < FinishedMemory;
 
     void UpdatePeak(int alive)
     {

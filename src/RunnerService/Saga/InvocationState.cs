@@ -15,6 +15,11 @@ public sealed class InvocationState : SagaStateMachineInstance, ISagaVersion
     public string? TaskName { get; set; }
     public Guid? ParentInvocationId { get; set; }
 
+    /// <summary>What the publisher asked for, kept so a recovery can run the invocation again.</summary>
+    public JsonElement? Arguments { get; set; }
+    public TimeSpan? Timeout { get; set; }
+    public int? MaxAttempts { get; set; }
+
     /// <summary>Instance id and own queue of the replica that runs (or holds the paused) worker.</summary>
     public string? OwnerInstance { get; set; }
     public Uri? OwnerAddress { get; set; }
@@ -23,6 +28,9 @@ public sealed class InvocationState : SagaStateMachineInstance, ISagaVersion
 
     /// <summary>What the invocation waits for right now, and the outcomes collected so far.</summary>
     public List<Guid> WaitingFor { get; set; } = [];
+
+    /// <summary>Number of the current (or last) wait of this attempt; events about older waits are stale.</summary>
+    public int WaitSequence { get; set; }
     public List<DependencyOutcome> Collected { get; set; } = [];
 
     /// <summary>Invocations waiting for this one, told when it is final.</summary>
@@ -36,6 +44,9 @@ public sealed class InvocationState : SagaStateMachineInstance, ISagaVersion
     public InvocationError? Error { get; set; }
 
     public List<StatusChange> History { get; set; } = [];
+
+    /// <summary>Each recovery of this invocation from a lost replica (when, which attempt, by whom).</summary>
+    public List<string> Recoveries { get; set; } = [];
     public DateTimeOffset CreatedAt { get; set; }
     public DateTimeOffset UpdatedAt { get; set; }
 

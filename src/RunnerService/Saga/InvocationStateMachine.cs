@@ -31,6 +31,8 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
     public Event<UpstreamChanged> UpstreamGrew { get; private set; } = null!;
     public Event<DependencyFinished> DependencyDone { get; private set; } = null!;
     public Event<GetInvocationStatus> StatusRequested { get; private set; } = null!;
+    public Event<ClaimInvocation> ClaimRequested { get; private set; } = null!;
+    public Event<RecoverInvocation> RecoveryRequested { get; private set; } = null!;
 
     public InvocationStateMachine()
     {
@@ -62,6 +64,13 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
             e.OnMissingInstance(m => m.ExecuteAsync(c => c.RespondAsync(new InvocationStatusReport { InvocationId = c.Message.InvocationId, Found = false })));
         });
 
+        Event(() => ClaimRequested, e => e.CorrelateById(c => c.Message.InvocationId));
+        Event(() => RecoveryRequested, e =>
+        {
+            e.CorrelateById(c => c.Message.InvocationId);
+            e.OnMissingInstance(m => m.Discard());
+        });
+
         // Late or duplicate events (a redelivered run, a completion after a cancel...) change nothing.
         OnUnhandledEvent(x => x.Ignore());
 
@@ -72,13 +81,25 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
             When(Started).Then(c => Apply(c.Saga, c.Message)).TransitionTo(Running),
             BeginWait(When(WaitStarted)),
             Finish(When(Completed)),
-            When(WaiterRegistered).Then(Touch).ThenAsync(AddWaiterAsync).TransitionTo(Expected));
+            When(WaiterRegistered).Then(Touch).ThenAsync(AddWaiterAsync).TransitionTo(Expected),
+            When(ClaimRequested).Then(c => Apply(c.Saga, c.Message)).RespondAsync(c => Task.FromResult(Reply(c.Saga, true))).TransitionTo(Running));
 
         During(Expected,
             When(RunRequested).Then(c => Apply(c.Saga, c.Message)).TransitionTo(Submitted));
 
+        // Started overtaken by the same attempt's wait (events come by different routes) must not wipe that wait.
+        During([Waiting, Resuming],
+            When(Started, c => c.Message.Attempt > c.Saga.Attempt).Then(c => Apply(c.Saga, c.Message)).TransitionTo(Running),
+            When(Started, c => c.Message.Attempt <= c.Saga.Attempt).Then(c => c.Saga.ProcessId = c.Saga.ProcessId == 0 ? c.Message.ProcessId : c.Saga.ProcessId));
+
+        During([Expected, Submitted, Running],
+            When(Started).Then(c => Apply(c.Saga, c.Message)).TransitionTo(Running));
+
         During([Expected, Submitted, Running, Waiting, Resuming],
-            When(Started).Then(c => Apply(c.Saga, c.Message)).TransitionTo(Running),
+            When(ClaimRequested)
+                .IfElse(c => MayClaim(c.Saga, c.Message),
+                    granted => granted.Then(c => Apply(c.Saga, c.Message)).RespondAsync(c => Task.FromResult(Reply(c.Saga, true))).TransitionTo(Running),
+                    refused => refused.RespondAsync(c => Task.FromResult(Reply(c.Saga, false)))),
             Finish(When(Completed)),
             When(WaiterRegistered).ThenAsync(AddWaiterAsync),
             When(UpstreamGrew).ThenAsync(MergeUpstreamAsync));
@@ -86,8 +107,17 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
         During([Expected, Submitted, Running, Resuming],
             BeginWait(When(WaitStarted)));
 
+        // Whatever order events arrive in, keep what the publisher asked for (a recovery needs it).
+        During([Submitted, Running, Waiting, Resuming],
+            When(RunRequested).Then(c => Keep(c.Saga, c.Message)));
+
+        During([Running, Waiting, Resuming],
+            When(RecoveryRequested)
+                .If(c => c.Saga.OwnerInstance == c.Message.Owner && c.Saga.Attempt == c.Message.Attempt,
+                    x => x.ThenAsync(RerouteAsync).TransitionTo(Submitted)));
+
         During([Waiting, Resuming],
-            When(Resumed).Then(c =>
+            When(Resumed, c => c.Message.WaitSequence == 0 || c.Message.WaitSequence >= c.Saga.WaitSequence).Then(c =>
             {
                 c.Saga.OwnerInstance = c.Message.RunnerInstance;
                 c.Saga.ProcessId = c.Message.ProcessId;
@@ -99,7 +129,8 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
                 .If(c => c.Saga.AllCollected, x => x.ThenAsync(SendResumeAsync).TransitionTo(Resuming)));
 
         During([Succeeded, Failed, TimedOut, Cancelled],
-            When(WaiterRegistered).ThenAsync(AnswerFinalAsync));
+            When(WaiterRegistered).ThenAsync(AnswerFinalAsync),
+            When(ClaimRequested).RespondAsync(c => Task.FromResult(Reply(c.Saga, false))));
 
         DuringAny(
             When(StatusRequested).RespondAsync(c => Task.FromResult(Report(c.Saga))));
@@ -147,6 +178,63 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
     {
         saga.TaskName = message.TaskName;
         saga.ParentInvocationId = message.ParentInvocationId;
+        Keep(saga, message);
+    }
+
+    static void Keep(InvocationState saga, RunInvocation message)
+    {
+        saga.TaskName ??= message.TaskName;
+        saga.ParentInvocationId ??= message.ParentInvocationId;
+        saga.Arguments ??= message.Arguments;
+        saga.Timeout ??= message.Timeout;
+        saga.MaxAttempts ??= message.MaxAttempts;
+    }
+
+    /// <summary>A claim wins for a newer attempt, or for the current one when nobody (or the claimer itself) owns it.</summary>
+    static bool MayClaim(InvocationState saga, ClaimInvocation claim) =>
+        claim.Attempt > saga.Attempt ||
+        (claim.Attempt == saga.Attempt &&
+         (saga.OwnerInstance is null || saga.OwnerInstance == claim.Instance || saga.OwnerInstance == claim.TakeOverFrom));
+
+    static void Apply(InvocationState saga, ClaimInvocation claim)
+    {
+        saga.OwnerInstance = claim.Instance;
+        saga.OwnerAddress = claim.InstanceAddress;
+        saga.Attempt = claim.Attempt;
+        saga.WaitingFor = [];
+        saga.Collected = [];
+    }
+
+    static ClaimInvocationReply Reply(InvocationState saga, bool granted) => new()
+    {
+        InvocationId = saga.CorrelationId,
+        Granted = granted,
+        Status = saga.CurrentState,
+        Owner = saga.OwnerInstance,
+        Attempt = saga.Attempt,
+    };
+
+    /// <summary>The owner is gone: publish the invocation again as the next attempt, owned by nobody until claimed.</summary>
+    static async Task RerouteAsync(BehaviorContext<InvocationState, RecoverInvocation> context)
+    {
+        var saga = context.Saga;
+        await context.Publish(new RunInvocation
+        {
+            InvocationId = saga.CorrelationId,
+            TaskName = saga.TaskName ?? "",
+            Arguments = saga.Arguments,
+            ParentInvocationId = saga.ParentInvocationId,
+            Timeout = saga.Timeout,
+            MaxAttempts = saga.MaxAttempts,
+            Attempt = saga.Attempt + 1,
+            SubmittedAt = DateTimeOffset.UtcNow,
+        }).ConfigureAwait(false);
+        saga.OwnerInstance = null;
+        saga.OwnerAddress = null;
+        saga.ProcessId = 0;
+        saga.WaitingFor = [];
+        saga.Collected = [];
+        saga.Recoveries.Add($"{DateTimeOffset.UtcNow:O} attempt {saga.Attempt} of {context.Message.Owner} rerouted by {context.Message.RecoveredBy}");
     }
 
     static void Apply(InvocationState saga, InvocationStarted message)
@@ -171,6 +259,7 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
         saga.ProcessId = message.ProcessId;
         saga.Attempt = message.Attempt;
         saga.WaitingFor = [.. message.WaitingFor.Distinct()];
+        saga.WaitSequence = message.WaitSequence;
         saga.Collected = [];
         var chain = saga.Upstream.Append(saga.CorrelationId).Distinct().ToArray();
         foreach (var dependency in saga.WaitingFor)
@@ -253,7 +342,8 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
         var saga = context.Saga;
         var endpoint = await context.GetSendEndpoint(saga.OwnerAddress!).ConfigureAwait(false);
         var ordered = saga.WaitingFor.Select(id => saga.Collected.First(c => c.InvocationId == id)).ToArray();
-        await endpoint.Send(new ResumeInvocation { InvocationId = saga.CorrelationId, Attempt = saga.Attempt, Results = ordered }).ConfigureAwait(false);
+        await endpoint.Send(new ResumeInvocation { InvocationId = saga.CorrelationId, Attempt = saga.Attempt, WaitSequence = saga.WaitSequence, Results = ordered })
+            .ConfigureAwait(false);
     }
 
     static async Task CompleteAsync(BehaviorContext<InvocationState, InvocationCompleted> context)

@@ -32,6 +32,8 @@ public static class WorkerHost
 
         var input = new StreamReader(Console.OpenStandardInput(), new UTF8Encoding(false), false, 1 << 16);
         var channel = new WorkerChannel(Console.OpenStandardOutput(), input);
+        // stdout belongs to the protocol: a task's Console.Write goes to stderr (the task log) instead of breaking it.
+        Console.SetOut(Console.Error);
         channel.Send(new HelloMessage { Pid = Environment.ProcessId });
 
         WorkerMessage? first;

@@ -31,9 +31,12 @@ public sealed class RunnerEnvironment : IAsyncDisposable
     public IReadOnlyList<RunnerProcess> Runners => _runners;
 
     public static async Task<RunnerEnvironment> StartAsync(BrokerFixture broker, ITestOutputHelper output, int slots,
-        IReadOnlyDictionary<string, string>? settings = null, int runners = 1, [CallerMemberName] string testName = "")
+        IReadOnlyDictionary<string, string>? settings = null, int runners = 1, Uri? brokerOverride = null, [CallerMemberName] string testName = "")
     {
-        var vhost = await broker.CreateVirtualHostAsync(new string([.. testName.Where(char.IsAsciiLetterOrDigit).Take(20)]).ToLowerInvariant());
+        // A test on a private broker uses its default virtual host; all others get a fresh one on the shared broker.
+        var vhost = brokerOverride is null
+            ? await broker.CreateVirtualHostAsync(new string([.. testName.Where(char.IsAsciiLetterOrDigit).Take(20)]).ToLowerInvariant())
+            : new TestVirtualHost("/", brokerOverride, null);
         var bus = await TestBus.StartAsync(vhost.AmqpUri);
         var environment = new RunnerEnvironment(vhost, bus, output);
         for (var i = 0; i < runners; i++)

@@ -85,6 +85,19 @@ public sealed class RunnerProcess : IAsyncDisposable
         throw new TimeoutException($"RunnerService did not become ready within {timeout}:\n{Output}");
     }
 
+    public async Task<bool> IsReadyAsync()
+    {
+        try
+        {
+            using var response = await _http.GetAsync("health/ready");
+            return response.StatusCode == HttpStatusCode.OK;
+        }
+        catch (HttpRequestException)
+        {
+            return false;
+        }
+    }
+
     public async Task<ServiceStatus> GetStatusAsync() =>
         (await _http.GetFromJsonAsync<ServiceStatus>("status"))!;
 

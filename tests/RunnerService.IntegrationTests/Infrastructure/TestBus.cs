@@ -52,6 +52,9 @@ public sealed class TestBus : IAsyncDisposable
     public async Task<InvocationCompleted> WaitForCompletedAsync(Guid invocationId, TimeSpan timeout) =>
         await PollAsync(() => Completed.FirstOrDefault(s => s.InvocationId == invocationId), timeout, $"InvocationCompleted for {invocationId}");
 
+    public Task TestWaitAsync(Func<bool> condition, TimeSpan timeout) =>
+        PollAsync(() => condition() ? "yes" : null, timeout, "the condition");
+
     public static Task<T> PollAsync<T>(Func<T?> probe, TimeSpan timeout, string what) where T : class =>
         PollAsync(() => Task.FromResult(probe()), timeout, what);
 

@@ -1,0 +1,390 @@
+#!/usr/bin/env bash
+# Static checks of the deploy files (no Docker engine or Kubernetes cluster needed):
+#     bash deploy/check-deploy-files.sh
+#
+# - every YAML file under deploy/ loads (PyYAML; installed from apt as python3-yaml when missing)
+# - docker-compose.yml: the services rabbitmq, postgres, runner-1, runner-2, otel-collector; distinct
+#   Runner__InstanceId; bind-mounted files exist; the RabbitMQ config is mounted
+# - Kubernetes: Deployment probes (/health/ready, /health/live on the Runner__HttpUrl port), instance id from
+#   metadata.name (fieldRef), terminationGracePeriodSeconds above the service's shutdown timeout,
+#   PodDisruptionBudget, ConfigMap/Secret with the broker and saga connection strings, KEDA ScaledObject on
+#   the invocation queue with protocol http
+# - configuration keys: every Runner__* key in compose and Kubernetes is a property of RunnerOptions
+#   (src/RunnerService/Hosting/RunnerOptions.cs); other keys must be ConnectionStrings__RabbitMq/Sagas or OTEL_*
+# - consumer_timeout is set, equal in every RabbitMQ config copy, and above Runner:DefaultTimeout
+# - the Dockerfile has its stages (build, publish-service, publish-worker with Native AOT, aspnet runtime) and
+#   Runner__WorkerCommand points at the AOT worker it copies
+#
+# Prints one line per failed check and a summary; exit status 1 if anything failed.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/.." && pwd)
+
+if ! command -v python3 >/dev/null 2>&1 || ! python3 -c 'import yaml' >/dev/null 2>&1; then
+    echo "[check-deploy-files] installing python3-yaml from apt" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    if ! apt-get install -y --no-install-recommends python3 python3-yaml >&2; then
+        apt-get update >&2
+        apt-get install -y --no-install-recommends python3 python3-yaml >&2
+    fi
+fi
+
+exec python3 - "$repo" <<'PYTHON'
+import glob
+import os
+import re
+import sys
+from urllib.parse import urlparse
+
+import yaml
+
+repo = sys.argv[1]
+deploy = os.path.join(repo, "deploy")
+failures = []
+passed = 0
+
+
+def check(condition, message):
+    global passed
+    if condition:
+        passed += 1
+    else:
+        failures.append(message)
+    return bool(condition)
+
+
+def rel(path):
+    return os.path.relpath(path, repo)
+
+
+def get(d, *path, default=None):
+    for key in path:
+        if isinstance(d, dict) and key in d:
+            d = d[key]
+        elif isinstance(d, list) and isinstance(key, int) and -len(d) <= key < len(d):
+            d = d[key]
+        else:
+            return default
+    return d
+
+
+def timespan_seconds(text):
+    """A .NET TimeSpan in configuration: [d.]hh:mm:ss[.fff]."""
+    m = re.fullmatch(r"(?:(\d+)\.)?(\d{1,2}):(\d{2}):(\d{2})(?:\.\d+)?", str(text).strip())
+    if not m:
+        return None
+    d, h, mi, s = (int(x) if x else 0 for x in m.groups())
+    return ((d * 24 + h) * 60 + mi) * 60 + s
+
+
+def duration_seconds(text):
+    """A compose duration: 90s, 1m30s, 2m."""
+    total, rest = 0, str(text).strip()
+    for amount, unit in re.findall(r"(\d+)(h|m|s)", rest):
+        total += int(amount) * {"h": 3600, "m": 60, "s": 1}[unit]
+    return total if re.fullmatch(r"(\d+(h|m|s))+", rest) else None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 1. Every YAML file loads.
+docs_by_file = {}
+yaml_files = sorted(
+    p for p in glob.glob(os.path.join(deploy, "**", "*"), recursive=True)
+    if p.endswith((".yml", ".yaml")) and os.path.isfile(p)
+)
+check(yaml_files, "no YAML files found under deploy/")
+for path in yaml_files:
+    try:
+        with open(path, encoding="utf-8") as f:
+            docs = [d for d in yaml.safe_load_all(f) if d is not None]
+        check(docs, f"{rel(path)}: no YAML document in it")
+        docs_by_file[path] = docs
+    except yaml.YAMLError as e:
+        check(False, f"{rel(path)}: does not load as YAML: {e}")
+
+# ---------------------------------------------------------------------------------------------------------
+# What the service reads: RunnerOptions' properties; and the defaults the checks compare against.
+options_file = os.path.join(repo, "src", "RunnerService", "Hosting", "RunnerOptions.cs")
+options_source = open(options_file, encoding="utf-8").read()
+runner_properties = set(re.findall(r"public\s+[\w<>\[\]?, ]+?\s+(\w+)\s*\{\s*get;\s*set;", options_source))
+check(runner_properties, f"{rel(options_file)}: no settable properties found (has RunnerOptions moved?)")
+
+
+def default_timespan(prop, fallback):
+    m = re.search(prop + r"\s*\{\s*get;\s*set;\s*\}\s*=\s*TimeSpan\.From(Seconds|Minutes|Hours)\((\d+)\)", options_source)
+    if not m:
+        return fallback
+    return int(m.group(2)) * {"Seconds": 1, "Minutes": 60, "Hours": 3600}[m.group(1)]
+
+
+default_grace = default_timespan("ShutdownGrace", 20)
+default_timeout = default_timespan("DefaultTimeout", 3600)
+
+# The service's HostOptions.ShutdownTimeout = ShutdownGrace + margin (Hosting/RunnerServiceRegistration.cs).
+registration = open(os.path.join(repo, "src", "RunnerService", "Hosting", "RunnerServiceRegistration.cs"), encoding="utf-8").read()
+m = re.search(r"ShutdownTimeout\s*=\s*grace\s*\+\s*TimeSpan\.FromSeconds\((\d+)\)", registration)
+shutdown_margin = int(m.group(1)) if m else None
+if shutdown_margin is None:
+    print("[check-deploy-files] note: ShutdownTimeout = grace + N s not found in RunnerServiceRegistration.cs; assuming 45 s", file=sys.stderr)
+    shutdown_margin = 45
+
+ALLOWED_OTHER_KEYS = {"ConnectionStrings__RabbitMq", "ConnectionStrings__Sagas"}
+
+
+def check_keys(where, keys):
+    for key in keys:
+        if key.startswith("Runner__"):
+            prop = key.split("__")[1]
+            check(prop in runner_properties, f"{where}: {key} is not a RunnerOptions property (known: {', '.join(sorted(runner_properties))})")
+        else:
+            check(key in ALLOWED_OTHER_KEYS or key.startswith("OTEL_"),
+                  f"{where}: {key} is not a configuration key the service reads")
+
+
+def http_port(url, where):
+    u = urlparse(str(url))
+    check(u.scheme == "http" and u.port, f"{where}: Runner__HttpUrl '{url}' is not http://host:port")
+    check(u.hostname in ("0.0.0.0", "*", "+", "[::]", "::"), f"{where}: Runner__HttpUrl '{url}' must bind all interfaces (http://0.0.0.0:PORT) in a container")
+    return u.port
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 2. docker-compose.yml
+compose_path = os.path.join(deploy, "docker-compose.yml")
+compose = (docs_by_file.get(compose_path) or [{}])[0]
+services = compose.get("services") or {}
+for name in ("rabbitmq", "postgres", "runner-1", "runner-2", "otel-collector"):
+    check(name in services, f"docker-compose.yml: service '{name}' is missing")
+
+rabbit = services.get("rabbitmq") or {}
+check(str(rabbit.get("image", "")).startswith("rabbitmq:3.13-management"), "docker-compose.yml: rabbitmq must use rabbitmq:3.13-management")
+check(any(str(v).split(":")[1:2] == ["/etc/rabbitmq/rabbitmq.conf"] for v in rabbit.get("volumes", [])),
+      "docker-compose.yml: rabbitmq.conf is not mounted at /etc/rabbitmq/rabbitmq.conf")
+check(str(get(services, "postgres", "image", default="")).startswith("postgres:"), "docker-compose.yml: postgres must use a postgres image")
+
+# Bind mounts: sources must exist (the dashboards folder is filled by a separate change and may be absent).
+OPTIONAL_MOUNTS = {"./grafana/dashboards"}
+for sname, svc in services.items():
+    for volume in (svc or {}).get("volumes", []) or []:
+        source = str(volume).split(":")[0] if isinstance(volume, str) else str(volume.get("source", ""))
+        if source.startswith((".", "/")) and source not in OPTIONAL_MOUNTS:
+            check(os.path.exists(os.path.normpath(os.path.join(deploy, source))),
+                  f"docker-compose.yml: {sname} mounts {source}, which does not exist")
+    test = get(svc, "healthcheck", "test")
+    if isinstance(test, list):
+        check(all(isinstance(t, str) for t in test), f"docker-compose.yml: {sname} healthcheck test has a non-string element (unquoted ': '?)")
+
+instance_ids = []
+for name in ("runner-1", "runner-2"):
+    svc = services.get(name) or {}
+    env = svc.get("environment") or {}
+    check(isinstance(env, dict), f"docker-compose.yml: {name} environment must be a mapping")
+    if not isinstance(env, dict):
+        continue
+    check_keys(f"docker-compose.yml {name}", env.keys())
+    instance_ids.append(env.get("Runner__InstanceId"))
+    check(env.get("Runner__InstanceId"), f"docker-compose.yml: {name} has no Runner__InstanceId")
+    check(str(env.get("ConnectionStrings__RabbitMq", "")).startswith(("amqp://", "amqps://")), f"docker-compose.yml: {name} ConnectionStrings__RabbitMq must be an amqp:// URL")
+    check("Host=" in str(env.get("ConnectionStrings__Sagas", "")), f"docker-compose.yml: {name} ConnectionStrings__Sagas must be an Npgsql connection string (Host=...)")
+    http_port(env.get("Runner__HttpUrl", "http://127.0.0.1:5690"), f"docker-compose.yml {name}")
+    build = svc.get("build") or {}
+    context = os.path.normpath(os.path.join(deploy, str(build.get("context", "."))))
+    check(os.path.isfile(os.path.join(context, str(build.get("dockerfile", "Dockerfile")))), f"docker-compose.yml: {name} build.dockerfile not found from its context")
+    grace = timespan_seconds(env.get("Runner__ShutdownGrace", "")) or default_grace
+    stop = duration_seconds(svc.get("stop_grace_period", "10s"))
+    check(stop and stop > grace + shutdown_margin,
+          f"docker-compose.yml: {name} stop_grace_period ({svc.get('stop_grace_period', '10s')}) must exceed the service's shutdown timeout ({grace + shutdown_margin} s)")
+    for dep in ("rabbitmq", "postgres"):
+        check(get(svc, "depends_on", dep, "condition") == "service_healthy", f"docker-compose.yml: {name} should wait for {dep} to be healthy")
+check(len(set(instance_ids)) == len(instance_ids), f"docker-compose.yml: runner replicas share a Runner__InstanceId: {instance_ids}")
+
+otel_path = os.path.join(deploy, "otel-collector.yaml")
+otel = (docs_by_file.get(otel_path) or [{}])[0]
+for pipeline in ("traces", "metrics"):
+    p = get(otel, "service", "pipelines", pipeline) or {}
+    check("otlp" in (p.get("receivers") or []), f"otel-collector.yaml: {pipeline} pipeline does not receive otlp")
+    for exporter in p.get("exporters") or []:
+        check(exporter in (otel.get("exporters") or {}), f"otel-collector.yaml: {pipeline} uses undefined exporter {exporter}")
+check(any("otel-collector.yaml" in str(v) for v in get(services, "otel-collector", "volumes", default=[]) or []),
+      "docker-compose.yml: otel-collector does not mount otel-collector.yaml")
+check(os.path.isdir(os.path.join(deploy, "grafana", "provisioning", "datasources")), "deploy/grafana/provisioning/datasources is missing")
+
+# ---------------------------------------------------------------------------------------------------------
+# 3. Kubernetes manifests
+k8s_dir = os.path.join(deploy, "k8s")
+objects = []
+for path, docs in docs_by_file.items():
+    if path.startswith(k8s_dir + os.sep):
+        for d in docs:
+            if isinstance(d, dict) and "kind" in d:
+                objects.append((path, d))
+
+
+def of_kind(kind, name=None):
+    return [(p, d) for p, d in objects if d.get("kind") == kind and (name is None or get(d, "metadata", "name") == name)]
+
+
+kustomization = of_kind("Kustomization")
+for path, k in kustomization:
+    for resource in k.get("resources") or []:
+        check(os.path.exists(os.path.join(os.path.dirname(path), resource)), f"{rel(path)}: resource {resource} does not exist")
+
+deployments = of_kind("Deployment")
+check(len(deployments) == 1, f"deploy/k8s: expected one Deployment, found {len(deployments)}")
+configmaps = {get(d, "metadata", "name"): d for _, d in of_kind("ConfigMap")}
+secrets = {get(d, "metadata", "name"): d for _, d in of_kind("Secret")}
+config_env = {}
+deployment_name = None
+for path, dep in deployments:
+    where = rel(path)
+    deployment_name = get(dep, "metadata", "name")
+    spec = get(dep, "spec", "template", "spec") or {}
+    labels = get(dep, "spec", "template", "metadata", "labels") or {}
+    selector = get(dep, "spec", "selector", "matchLabels") or {}
+    check(selector and all(labels.get(k) == v for k, v in selector.items()), f"{where}: selector does not match the pod labels")
+    containers = spec.get("containers") or []
+    check(containers, f"{where}: no containers")
+    c = containers[0] if containers else {}
+
+    for ref in c.get("envFrom") or []:
+        if "configMapRef" in ref:
+            name = get(ref, "configMapRef", "name")
+            check(name in configmaps, f"{where}: envFrom ConfigMap {name} is not defined")
+            config_env.update(get(configmaps.get(name, {}), "data", default={}) or {})
+        if "secretRef" in ref:
+            name = get(ref, "secretRef", "name")
+            check(name in secrets, f"{where}: envFrom Secret {name} is not defined")
+            secret = secrets.get(name, {})
+            config_env.update(secret.get("stringData") or {})
+            config_env.update({k: "<base64>" for k in (secret.get("data") or {})})
+    env = c.get("env") or []
+    env_names = [e.get("name") for e in env]
+    check_keys(f"{where} env", env_names)
+    check_keys(f"{where} ConfigMap/Secret", config_env.keys())
+
+    instance = next((e for e in env if e.get("name") == "Runner__InstanceId"), {})
+    check(get(instance, "valueFrom", "fieldRef", "fieldPath") == "metadata.name",
+          f"{where}: Runner__InstanceId must come from the pod name (valueFrom.fieldRef.fieldPath: metadata.name)")
+    check(str(config_env.get("ConnectionStrings__RabbitMq", "")).startswith(("amqp://", "amqps://")) or config_env.get("ConnectionStrings__RabbitMq") == "<base64>",
+          f"{where}: ConnectionStrings__RabbitMq (amqp:// URL) is not provided by the ConfigMap/Secret")
+    check("Host=" in str(config_env.get("ConnectionStrings__Sagas", "")) or config_env.get("ConnectionStrings__Sagas") == "<base64>",
+          f"{where}: ConnectionStrings__Sagas (Npgsql connection string) is not provided by the ConfigMap/Secret")
+
+    port = http_port(config_env.get("Runner__HttpUrl", "http://127.0.0.1:5690"), f"{where} Runner__HttpUrl")
+    ports = {p.get("name"): p.get("containerPort") for p in c.get("ports") or []}
+    for probe, path_expected in (("readinessProbe", "/health/ready"), ("livenessProbe", "/health/live")):
+        http = get(c, probe, "httpGet") or {}
+        check(http.get("path") == path_expected, f"{where}: {probe} must GET {path_expected}")
+        probe_port = ports.get(http.get("port"), http.get("port"))
+        check(probe_port == port, f"{where}: {probe} port {http.get('port')} is not the Runner__HttpUrl port {port}")
+
+    grace = timespan_seconds(config_env.get("Runner__ShutdownGrace", "")) or default_grace
+    tgps = spec.get("terminationGracePeriodSeconds")
+    check(isinstance(tgps, int) and tgps > grace + shutdown_margin,
+          f"{where}: terminationGracePeriodSeconds ({tgps}) must exceed the service's shutdown timeout (ShutdownGrace {grace} s + {shutdown_margin} s)")
+
+pdbs = of_kind("PodDisruptionBudget")
+check(pdbs, "deploy/k8s: no PodDisruptionBudget")
+pod_labels = get(deployments[0][1], "spec", "template", "metadata", "labels", default={}) if deployments else {}
+for path, pdb in pdbs:
+    sel = get(pdb, "spec", "selector", "matchLabels") or {}
+    check(sel and all(pod_labels.get(k) == v for k, v in sel.items()), f"{rel(path)}: PodDisruptionBudget selector does not match the Deployment's pods")
+    check(("minAvailable" in pdb.get("spec", {})) != ("maxUnavailable" in pdb.get("spec", {})), f"{rel(path)}: set exactly one of minAvailable/maxUnavailable")
+
+scaled = of_kind("ScaledObject")
+check(len(scaled) == 1, f"deploy/k8s: expected one KEDA ScaledObject, found {len(scaled)}")
+queue = config_env.get("Runner__InvocationQueue", "run-invocation")
+for path, so in scaled:
+    where = rel(path)
+    check(get(so, "spec", "scaleTargetRef", "name") == deployment_name, f"{where}: scaleTargetRef does not name the Deployment {deployment_name}")
+    check((get(so, "spec", "minReplicaCount") or 0) >= 1, f"{where}: minReplicaCount must be >= 1 (paused invocations live in replicas)")
+    triggers = [t for t in get(so, "spec", "triggers", default=[]) or [] if t.get("type") == "rabbitmq"]
+    check(triggers, f"{where}: no rabbitmq trigger")
+    for t in triggers:
+        md = t.get("metadata") or {}
+        check(md.get("protocol") == "http", f"{where}: the rabbitmq trigger needs protocol: http (amqp counts only ready messages, not unacked)")
+        check(md.get("queueName") == queue, f"{where}: queueName {md.get('queueName')} is not the invocation queue {queue}")
+        check(md.get("mode", "QueueLength") == "QueueLength", f"{where}: mode should be QueueLength")
+        check(str(md.get("excludeUnacknowledged", "false")).lower() == "false", f"{where}: excludeUnacknowledged must stay false")
+        slots = config_env.get("Runner__Slots")
+        if slots is not None:
+            check(str(md.get("value")) == str(slots), f"{where}: value ({md.get('value')}) should equal Runner__Slots ({slots})")
+        auth = get(t, "authenticationRef", "name")
+        tas = of_kind("TriggerAuthentication", auth)
+        check(auth is None or tas, f"{where}: TriggerAuthentication {auth} is not defined")
+        for _, ta in tas:
+            for ref in get(ta, "spec", "secretTargetRef", default=[]) or []:
+                check(ref.get("name") in secrets, f"{where}: TriggerAuthentication refers to undefined Secret {ref.get('name')}")
+
+# ---------------------------------------------------------------------------------------------------------
+# 4. RabbitMQ configuration: consumer_timeout set, everywhere the same, above the default invocation timeout.
+def conf_values(text, origin):
+    values = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if "=" not in line:
+            check(False, f"{origin}: line is not 'key = value': {line}")
+            continue
+        k, v = (x.strip() for x in line.split("=", 1))
+        values[k] = v
+    return values
+
+
+timeouts = {}
+conf_path = os.path.join(deploy, "rabbitmq", "rabbitmq.conf")
+if check(os.path.isfile(conf_path), "deploy/rabbitmq/rabbitmq.conf is missing"):
+    timeouts[rel(conf_path)] = conf_values(open(conf_path, encoding="utf-8").read(), rel(conf_path)).get("consumer_timeout")
+plugins_path = os.path.join(deploy, "rabbitmq", "enabled_plugins")
+if check(os.path.isfile(plugins_path), "deploy/rabbitmq/enabled_plugins is missing"):
+    plugins = open(plugins_path, encoding="utf-8").read()
+    check("rabbitmq_management" in plugins and "rabbitmq_prometheus" in plugins, "deploy/rabbitmq/enabled_plugins must enable rabbitmq_management and rabbitmq_prometheus")
+for path, cm in of_kind("ConfigMap", "rabbitmq-config"):
+    timeouts[rel(path)] = conf_values(get(cm, "data", "rabbitmq.conf", default=""), rel(path)).get("consumer_timeout")
+for path, rc in of_kind("RabbitmqCluster"):
+    timeouts[rel(path)] = conf_values(get(rc, "spec", "rabbitmq", "additionalConfig", default=""), rel(path)).get("consumer_timeout")
+check(len(timeouts) >= 2, "RabbitMQ config for Kubernetes (deploy/k8s/rabbitmq) not found")
+invocation_timeout = timespan_seconds(config_env.get("Runner__DefaultTimeout", "")) or default_timeout
+for origin, value in timeouts.items():
+    if check(value is not None and re.fullmatch(r"\d+", value), f"{origin}: consumer_timeout must be set explicitly (milliseconds)"):
+        check(int(value) > invocation_timeout * 1000,
+              f"{origin}: consumer_timeout {value} ms must exceed Runner:DefaultTimeout ({invocation_timeout} s), or long invocations are redelivered forever")
+check(len({v for v in timeouts.values()}) <= 1, f"consumer_timeout differs between the RabbitMQ configs: {timeouts}")
+
+# ---------------------------------------------------------------------------------------------------------
+# 5. Dockerfile
+dockerfile_path = os.path.join(deploy, "Dockerfile")
+if check(os.path.isfile(dockerfile_path), "deploy/Dockerfile is missing"):
+    text = open(dockerfile_path, encoding="utf-8").read()
+    logical = re.sub(r"\\\n", " ", text)
+    froms = re.findall(r"^FROM\s+(\S+)(?:\s+AS\s+(\S+))?", logical, re.MULTILINE | re.IGNORECASE)
+    stages = {alias: image for image, alias in froms if alias}
+    for stage in ("build", "publish-service", "publish-worker", "runtime"):
+        check(stage in stages, f"deploy/Dockerfile: stage '{stage}' is missing (found {', '.join(stages) or 'none'})")
+    check("dotnet/sdk:" in stages.get("build", ""), "deploy/Dockerfile: the build stage must start from the .NET SDK image")
+    check(froms and "dotnet/aspnet:" in froms[-1][0], "deploy/Dockerfile: the final stage must be the aspnet runtime image")
+    check("clang" in logical and "zlib1g-dev" in logical, "deploy/Dockerfile: Native AOT needs clang and zlib1g-dev in the build stage")
+    check(re.search(r"dotnet publish\s+\S*WorkerProcess\.csproj.*-p:PublishAot=true", logical), "deploy/Dockerfile: the worker is not published with -p:PublishAot=true")
+    check(re.search(r"dotnet publish\s+\S*RunnerService\.csproj", logical), "deploy/Dockerfile: the service is not published")
+    m = re.search(r"Runner__WorkerCommand=(\S+)", logical)
+    if check(m, "deploy/Dockerfile: ENV Runner__WorkerCommand is not set"):
+        check(re.search(r"COPY\s+--from=publish-worker\s+\S+\s+" + re.escape(m.group(1)) + r"\s*$", logical, re.MULTILINE),
+              f"deploy/Dockerfile: Runner__WorkerCommand={m.group(1)} is not where the publish-worker output is copied")
+    check(re.search(r"Runner__HttpUrl=http://0\.0\.0\.0:", logical), "deploy/Dockerfile: Runner__HttpUrl must bind 0.0.0.0 in the image")
+    check(re.search(r"^ENTRYPOINT\s", logical, re.MULTILINE), "deploy/Dockerfile: no ENTRYPOINT")
+    # Files the build copies from the context (repository root) must exist.
+    for line in logical.splitlines():
+        mm = re.match(r"\s*COPY\s+(?!--from)(.+)$", line)
+        if mm:
+            parts = [p for p in mm.group(1).split() if not p.startswith("--")]
+            for source in parts[:-1]:
+                check(os.path.exists(os.path.join(repo, source)), f"deploy/Dockerfile: COPY source {source} does not exist in the repository")
+
+# ---------------------------------------------------------------------------------------------------------
+for f in failures:
+    print(f"FAIL: {f}")
+print(f"check-deploy-files: {passed} checks passed, {len(failures)} failed ({len(yaml_files)} YAML files)")
+sys.exit(1 if failures else 0)
+PYTHON

@@ -1,0 +1,84 @@
+using System.Diagnostics;
+using MassTransit;
+using RunnerService.Contracts;
+using RunnerService.IntegrationTests.Infrastructure;
+using Xunit.Abstractions;
+
+namespace RunnerService.IntegrationTests;
+
+/// <summary>Replica death and the broker's consumer timeout: nothing lost, nothing run twice at once.</summary>
+[Collection(BrokerCollection.Name)]
+[Trait("Category", "Faults")]
+public sealed class RecoveryTests(BrokerFixture broker, ITestOutputHelper output)
+{
+    static readonly TimeSpan Patience = TimeSpan.FromSeconds(120);
+
+    [Fact]
+    public async Task A_paused_invocation_of_a_killed_replica_is_rerouted_by_another_within_30_seconds_and_runs_once()
+    {
+        await using var env = await RunnerEnvironment.StartAsync(broker, output, slots: 1, runners: 2);
+        var dependency = NewId.NextGuid();
+        var parentId = NewId.NextGuid();
+        var parent = env.Bus.Client.RunAsync(new RunInvocation { InvocationId = parentId, TaskName = "wait_for", Arguments = Json.Parse($"{{\"invocationId\":\"{dependency}\"}}") });
+        var wait = await TestBus.PollAsync(() => env.Bus.Waiting.FirstOrDefault(w => w.InvocationId == parentId), Patience, "the parent's wait");
+        var owner = env.Runners.Single(r => r.ChildPids().Contains(wait.ProcessId));
+        var survivor = env.Runners.Single(r => r != owner);
+
+        await owner.KillAsync();
+        var killedAt = Stopwatch.StartNew();
+        var rerun = await env.Bus.WaitForStartedAsync(parentId, TimeSpan.FromSeconds(45), attempt: 2);
+        output.WriteLine($"rerouted {killedAt.Elapsed.TotalSeconds:F1} s after the kill, to {rerun.RunnerInstance}");
+        Assert.True(killedAt.Elapsed < TimeSpan.FromSeconds(30), $"recovery took {killedAt.Elapsed}");
+        Assert.Equal((await survivor.GetStatusAsync()).Instance, rerun.RunnerInstance);
+
+        await env.Bus.TestWaitAsync(() => env.Bus.Waiting.Any(w => w.InvocationId == parentId && w.Attempt == 2), Patience);
+        await env.Bus.Client.SubmitAsync(new RunInvocation { InvocationId = dependency, TaskName = "echo", Arguments = Json.Parse("{\"after\":\"recovery\"}") });
+        var done = await parent.WaitAsync(Patience);
+        Assert.Equal(InvocationStatus.Succeeded, done.Status);
+        Assert.Equal("recovery", done.Result!.Value.GetProperty("after").GetString());
+        Assert.Equal(2, done.Attempt);
+        await Task.Delay(1000);
+        Assert.Single(env.Bus.Completed, c => c.InvocationId == parentId);
+        Assert.Equal(2, env.Bus.Started.Count(s => s.InvocationId == parentId));
+    }
+
+    [Fact]
+    public async Task A_running_invocation_of_a_killed_replica_comes_back_and_completes_exactly_once()
+    {
+        await using var env = await RunnerEnvironment.StartAsync(broker, output, slots: 1, runners: 2);
+        var id = NewId.NextGuid();
+        var run = env.Bus.Client.RunAsync(new RunInvocation { InvocationId = id, TaskName = "sleep", Arguments = Json.Parse("{\"ms\":3000}") });
+        var started = await env.Bus.WaitForStartedAsync(id, Patience);
+        var owner = env.Runners.Single(r => r.ChildPids().Contains(started.ProcessId));
+        await owner.KillAsync();
+
+        var done = await run.WaitAsync(Patience);
+        Assert.Equal(InvocationStatus.Succeeded, done.Status);
+        Assert.NotEqual(started.ProcessId, done.ProcessId);
+        await Task.Delay(1000);
+        Assert.Single(env.Bus.Completed, c => c.InvocationId == id);
+        // The two runs never overlapped: the second started only after the first replica (and its worker) died.
+        Assert.False(ProcessSignals.IsAlive(started.ProcessId));
+    }
+
+    [Fact]
+    public async Task A_run_longer_than_the_brokers_consumer_timeout_completes_once_without_a_redelivery_loop()
+    {
+        // RabbitMQ checks delivery timeouts about once a minute; a 3 s timeout fires at the first check.
+        await using var privateBroker = await PrivateBroker.StartAsync(5782, consumerTimeoutMs: 3000);
+        await using var env = await RunnerEnvironment.StartAsync(broker, output, slots: 1, runners: 0, brokerOverride: privateBroker.AmqpUri);
+        // The runner holds a delivery at most DeliveryHoldLimit, set below the broker's timeout as docs/faults.md says.
+        await env.StartRunnerAsync(slots: 1, new Dictionary<string, string> { ["Runner__DeliveryHoldLimit"] = "00:00:02" });
+        var id = NewId.NextGuid();
+        var run = env.Bus.Client.RunAsync(new RunInvocation { InvocationId = id, TaskName = "sleep", Arguments = Json.Parse("{\"ms\":75000}") });
+        var done = await run.WaitAsync(TimeSpan.FromSeconds(150));
+        Assert.Equal(InvocationStatus.Succeeded, done.Status);
+        await Task.Delay(3000);
+        Assert.Single(env.Bus.Started, s => s.InvocationId == id);
+        Assert.Single(env.Bus.Completed, c => c.InvocationId == id);
+        Assert.Equal(0u, await env.Bus.ReadyMessagesAsync("run-invocation"));
+        // The run outlived the broker's timeout check (about once a minute) with its delivery already acknowledged.
+        Assert.Contains("its delivery is acknowledged", env.Runner.Output);
+        Assert.DoesNotContain("PRECONDITION_FAILED", env.Runner.Output);
+    }
+}

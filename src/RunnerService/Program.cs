@@ -4,6 +4,7 @@ using Microsoft.Extensions.Options;
 using RunnerService.Cli;
 using RunnerService.Hosting;
 using RunnerService.Status;
+using RunnerService.Telemetry;
 
 if (CliApp.IsCliVerb(args))
     return await CliApp.RunAsync(args);
@@ -13,5 +14,6 @@ builder.AddRunnerService();
 builder.WebHost.UseUrls(builder.Configuration[$"{RunnerOptions.SectionName}:HttpUrl"] ?? new RunnerOptions().HttpUrl);
 var app = builder.Build();
 app.MapRunnerStatus();
+app.MapRunnerMetrics();
 await app.RunAsync();
 return 0;

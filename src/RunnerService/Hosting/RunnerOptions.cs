@@ -74,6 +74,12 @@ public sealed class RunnerOptions
     /// <summary>Loopback URL of the health and status endpoints.</summary>
     public string HttpUrl { get; set; } = "http://127.0.0.1:5690";
 
+    /// <summary>
+    /// Declare the shared queues (invocations and saga) as quorum queues, replicated across a RabbitMQ cluster.
+    /// Must be chosen before the queues first exist: RabbitMQ cannot change a queue's type.
+    /// </summary>
+    public bool QuorumQueues { get; set; }
+
     /// <summary>The queue all replicas consume <c>RunInvocation</c> from.</summary>
     public string InvocationQueue { get; set; } = "run-invocation";
 

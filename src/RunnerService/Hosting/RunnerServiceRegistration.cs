@@ -11,6 +11,7 @@ using RunnerService.Saga;
 using RunnerService.Saga.Messages;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using RunnerService.Slots;
+using RunnerService.Telemetry;
 
 namespace RunnerService.Hosting;
 
@@ -32,6 +33,7 @@ public static class RunnerServiceRegistration
         services.AddSingleton<InvocationExecutor>();
         services.AddScoped<OwnershipClaims>();
         services.AddSagaStore(builder.Configuration);
+        builder.AddRunnerTelemetry();
 
         services.TryAddSingleton(TimeProvider.System);
         services.AddSingleton<RunnerRegistry>();

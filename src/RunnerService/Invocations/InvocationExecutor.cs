@@ -7,6 +7,7 @@ using RunnerService.Contracts.Protocol;
 using RunnerService.Hosting;
 using RunnerService.Processes;
 using RunnerService.Slots;
+using RunnerService.Telemetry;
 
 namespace RunnerService.Invocations;
 
@@ -23,6 +24,7 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, IOptions<
     /// <summary>Starts a fresh worker for <paramref name="invocation"/> and drives it until it ends or waits.</summary>
     public async Task RunNewAsync(ConsumeContext context, RunInvocation invocation, int attempt, DateTime queuedSince, SlotLease lease, CancellationToken cancellationToken)
     {
+        using var runActivity = RunnerActivitySource.StartRun(context, invocation, attempt);
         var queuedFor = DateTime.UtcNow - queuedSince;
         if (queuedFor < TimeSpan.Zero)
             queuedFor = TimeSpan.Zero;
@@ -41,6 +43,7 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, IOptions<
         }
 
         session.QueuedFor = queuedFor;
+        RunnerMetrics.InvocationStarted(invocation.TaskName, queuedFor);
         // The worker gets its invocation first; the Started event's broker round trip then overlaps its start-up.
         session.TrySend(new StartInvocationMessage
         {
@@ -123,6 +126,7 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, IOptions<
                 session.Pause();
                 lease.Dispose();
                 InvocationLog.Paused(logger, session.InvocationId, session.Pid, waiting.InvocationIds.Count);
+                RunnerActivitySource.Paused(waiting.InvocationIds.Count);
                 await publisher.Publish(new InvocationWaitingFor
                 {
                     InvocationId = session.InvocationId,
@@ -142,6 +146,8 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, IOptions<
     public async Task ResumeAsync(ConsumeContext context, WorkerSession session, IReadOnlyList<DependencyOutcome> results, SlotLease lease, CancellationToken cancellationToken)
     {
         var pausedFor = session.PausedAt is { } pausedAt ? DateTimeOffset.UtcNow - pausedAt : TimeSpan.Zero;
+        using var runActivity = RunnerActivitySource.StartResume(context, session.Invocation, session.Attempt, pausedFor);
+        RunnerMetrics.InvocationResumed(session.Invocation.TaskName, pausedFor);
         session.Resume(new ResumeMessage { Results = results });
         InvocationLog.Resumed(logger, session.InvocationId, session.Pid, (long)pausedFor.TotalMilliseconds);
         await context.Publish(new InvocationResumed
@@ -195,6 +201,8 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, IOptions<
     {
         InvocationLog.Completed(logger, invocation.InvocationId, invocation.TaskName, final.Status, (long)runFor.TotalMilliseconds,
             final.Error is null ? "" : $": {final.Error}");
+        RunnerMetrics.InvocationCompleted(invocation.TaskName, final.Status, runFor, pid);
+        RunnerActivitySource.Completed(final.Status, final.Error?.Type);
         var completed = new InvocationCompleted
         {
             InvocationId = invocation.InvocationId,

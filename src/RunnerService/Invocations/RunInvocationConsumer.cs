@@ -5,6 +5,7 @@ using RunnerService.Contracts;
 using RunnerService.Hosting;
 using RunnerService.Processes;
 using RunnerService.Slots;
+using RunnerService.Telemetry;
 
 namespace RunnerService.Invocations;
 
@@ -28,6 +29,7 @@ sealed class RunInvocationConsumer(
         if (invalid is not null)
         {
             InvocationLog.Rejected(logger, invocation.InvocationId, invalid);
+            RunnerMetrics.PoisonMessage("invalid");
             if (invocation.InvocationId != Guid.Empty)
                 await executor.PublishRejectedAsync(context, invalid).ConfigureAwait(false);
             // Moves the message to the error queue with the reason in its fault headers.

@@ -11,10 +11,12 @@ namespace RunnerService.Invocations;
 sealed class RunInvocationConsumerDefinition : ConsumerDefinition<RunInvocationConsumer>
 {
     readonly int _slots;
+    readonly bool _quorum;
 
     public RunInvocationConsumerDefinition(IOptions<RunnerOptions> options)
     {
         _slots = options.Value.EffectiveSlots;
+        _quorum = options.Value.QuorumQueues;
         EndpointName = options.Value.InvocationQueue;
         ConcurrentMessageLimit = _slots;
     }
@@ -24,6 +26,9 @@ sealed class RunInvocationConsumerDefinition : ConsumerDefinition<RunInvocationC
     {
         endpointConfigurator.PrefetchCount = _slots;
         endpointConfigurator.ConcurrentMessageLimit = _slots;
+        // Replicated across a RabbitMQ cluster; the queue type cannot change once the queue exists.
+        if (_quorum && endpointConfigurator is IRabbitMqReceiveEndpointConfigurator rabbit)
+            rabbit.SetQuorumQueue();
         // No retry filter: an invalid message faults once and MassTransit moves it to the error queue with the reason.
     }
 }

@@ -5,6 +5,7 @@ using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using RunnerService.Contracts;
 using RunnerService.Hosting;
+using RunnerService.Telemetry;
 using RunnerService.Worker;
 
 namespace RunnerService.Processes;
@@ -53,6 +54,7 @@ sealed class WorkerSupervisor(IOptions<RunnerOptions> options, ILogger<WorkerSup
 
     public async Task<WorkerSession> StartAsync(RunInvocation invocation, int attempt)
     {
+        using var spawn = RunnerActivitySource.StartSpawn(invocation);
         var startInfo = new ProcessStartInfo(_options.EffectiveWorkerCommand)
         {
             RedirectStandardInput = true,
@@ -92,6 +94,7 @@ sealed class WorkerSupervisor(IOptions<RunnerOptions> options, ILogger<WorkerSup
         _ = session.Exited.ContinueWith(_ =>
         {
             Interlocked.Decrement(ref _alive);
+            RunnerMetrics.WorkerExited(session.ExitCode);
             process.Dispose();
         }, TaskScheduler.Default);
         _sessions[invocation.InvocationId] = session;

@@ -8,6 +8,7 @@ using RunnerService.Saga;
 using RunnerService.Saga.Messages;
 using RunnerService.Saga.Persistence;
 using RunnerService.Slots;
+using RunnerService.Telemetry;
 
 namespace RunnerService.Recovery;
 
@@ -95,6 +96,7 @@ sealed class RecoveryService(
             if (!lost)
                 continue;
             RecoveryLog.Recovering(logger, saga.CorrelationId, saga.TaskName ?? "", saga.CurrentState, saga.OwnerInstance!, saga.Attempt);
+            RunnerMetrics.Recovered();
             await bus.Publish(new RecoverInvocation
             {
                 InvocationId = saga.CorrelationId,

@@ -8,8 +8,11 @@ namespace RunnerService.Saga;
 /// </summary>
 public sealed class InvocationStateMachineDefinition : SagaDefinition<InvocationState>
 {
-    public InvocationStateMachineDefinition()
+    readonly bool _quorum;
+
+    public InvocationStateMachineDefinition(Microsoft.Extensions.Options.IOptions<Hosting.RunnerOptions> options)
     {
+        _quorum = options.Value.QuorumQueues;
         EndpointName = "invocation-state";
         ConcurrentMessageLimit = 16;
     }
@@ -18,10 +21,13 @@ public sealed class InvocationStateMachineDefinition : SagaDefinition<Invocation
         IRegistrationContext context)
     {
         endpointConfigurator.PrefetchCount = 32;
+        if (_quorum && endpointConfigurator is IRabbitMqReceiveEndpointConfigurator rabbit)
+            rabbit.SetQuorumQueue();
         endpointConfigurator.UseMessageRetry(r =>
         {
             r.Handle<ConcurrencyException>();
             r.Handle<Microsoft.Data.Sqlite.SqliteException>();
+            r.Handle<Npgsql.NpgsqlException>(e => e.IsTransient);
             r.Intervals(10, 50, 100, 250, 500, 1000, 2000);
         });
         endpointConfigurator.UseInMemoryOutbox(context);

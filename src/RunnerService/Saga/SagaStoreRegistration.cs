@@ -28,7 +28,11 @@ public static class SagaStoreRegistration
         if (string.IsNullOrWhiteSpace(connection))
             connection = DefaultSqliteConnection;
         if (IsPostgres(connection))
-            services.TryAddSingleton<ISagaStore>(_ => new PostgresSagaStore(connection));
+        {
+            // Runner:SagaSchema puts the tables in their own schema (several deployments or tests on one database).
+            var schema = configuration[$"{Hosting.RunnerOptions.SectionName}:SagaSchema"];
+            services.TryAddSingleton<ISagaStore>(_ => new PostgresSagaStore(connection, string.IsNullOrWhiteSpace(schema) ? null : schema));
+        }
         else
             services.TryAddSingleton<ISagaStore>(_ => new SqliteSagaStore(connection));
         services.AddHostedService<SagaStoreInitializer>();

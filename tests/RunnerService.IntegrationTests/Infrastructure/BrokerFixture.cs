@@ -125,6 +125,15 @@ public sealed class BrokerFixture : IAsyncLifetime
         return new UriBuilder(AmqpUri) { UserName = user, Password = password, Path = "/" + Uri.EscapeDataString(virtualHost) }.Uri;
     }
 
+    /// <summary>The type of a queue (classic, quorum …) from the management API.</summary>
+    public async Task<string> QueueTypeAsync(string virtualHost, string queue)
+    {
+        using var response = await _management.GetAsync($"api/queues/{Uri.EscapeDataString(virtualHost)}/{Uri.EscapeDataString(queue)}");
+        response.EnsureSuccessStatusCode();
+        using var doc = System.Text.Json.JsonDocument.Parse(await response.Content.ReadAsStringAsync());
+        return doc.RootElement.GetProperty("type").GetString()!;
+    }
+
     internal async Task DeleteVirtualHostAsync(string name)
     {
         try

@@ -164,7 +164,13 @@ public sealed partial class ObservabilityTests(BrokerFixture broker, ITestOutput
         ActivitySource.AddActivityListener(listener);
         using var source = new ActivitySource(TestSourceName);
         // The runner prints its spans with the console exporter; it runs as its own process, so the test reads them there.
-        await using var env = await RunnerEnvironment.StartAsync(broker, output, slots: 2, new Dictionary<string, string> { ["Runner__ConsoleTelemetry"] = "true" });
+        // Workers export their own spans as OTLP/HTTP JSON; this receiver stands in for the collector.
+        using var collector = new OtlpJsonReceiver();
+        await using var env = await RunnerEnvironment.StartAsync(broker, output, slots: 2, new Dictionary<string, string>
+        {
+            ["Runner__ConsoleTelemetry"] = "true",
+            ["Runner__WorkerEnvironment__OTEL_EXPORTER_OTLP_ENDPOINT"] = collector.Endpoint.ToString(),
+        });
 
         string traceId;
         InvocationCompleted done;
@@ -194,6 +200,22 @@ public sealed partial class ObservabilityTests(BrokerFixture broker, ITestOutput
         var spawns = ours.Where(s => s.Name == "spawn worker").ToList();
         Assert.Equal(3, spawns.Count);
         Assert.All(spawns, s => Assert.Equal("run fib", byId[s.ParentSpanId!].Name));
+        // Spans created inside the worker processes: one per invocation, same trace, child of that invocation's run span,
+        // exported from the worker's own pid.
+        var workerSpans = await TestBus.PollAsync(() => collector.Spans.Count >= 3 ? collector.Spans.ToArray() : null, TimeSpan.FromSeconds(20), "three worker spans");
+        foreach (var span in workerSpans)
+            output.WriteLine($"worker span {span.TraceId} {span.SpanId} <- {span.ParentSpanId} {span.Name} pid {span.ProcessId}");
+        Assert.All(workerSpans, w =>
+        {
+            Assert.Equal("/v1/traces", w.Path);
+            Assert.Equal("task fib", w.Name);
+            Assert.Equal(traceId, w.TraceId);
+            var run = Assert.Single(ours, s => s.SpanId == w.ParentSpanId);
+            Assert.Equal("run fib", run.Name);
+            Assert.Equal(run.Fields.GetValueOrDefault("runner.invocation.id"), w.Attributes["runner.invocation.id"]);
+        });
+        Assert.Contains(workerSpans, w => w.Attributes["runner.invocation.id"] == done.InvocationId.ToString() && w.ProcessId == done.ProcessId);
+
         // Each child's run span descends (through MassTransit's publish and consume spans) from the parent's run span.
         foreach (var child in ours.Where(s => s.Name == "run fib" && s != parentRun))
         {

@@ -23,7 +23,12 @@ sealed class WorkerSupervisor(IOptions<RunnerOptions> options, ILogger<WorkerSup
     int _peakAlive;
 
     /// <summary>The only variables a worker inherits from the service (plus <see cref="RunnerOptions.WorkerEnvironment"/>).</summary>
-    static readonly string[] InheritedVariables = ["PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "DOTNET_ROOT"];
+    static readonly string[] InheritedVariables =
+    [
+        "PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "DOTNET_ROOT",
+        // Where workers export their own spans (OTLP/HTTP); see docs/telemetry.md.
+        "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_SERVICE_NAME",
+    ];
 
     /// <summary>Worker processes alive right now (running or paused).</summary>
     public int Alive => Volatile.Read(ref _alive);

@@ -65,7 +65,10 @@ public static class WorkerHost
             return 0;
         }
 
-        channel.Send(await RunTaskAsync(handler, new TaskContext(start, channel)));
+        var tracing = WorkerTracing.Start(start.TraceParent);
+        var outcome = await RunTaskAsync(handler, new TaskContext(start, channel));
+        tracing?.End(start.TaskName, start.InvocationId, (outcome as ErrorMessage)?.Error.Type);
+        channel.Send(outcome);
         return 0;
     }
 

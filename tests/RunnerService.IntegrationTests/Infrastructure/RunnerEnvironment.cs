@@ -39,8 +39,17 @@ public sealed class RunnerEnvironment : IAsyncDisposable
             : new TestVirtualHost("/", brokerOverride, null);
         var bus = await TestBus.StartAsync(vhost.AmqpUri);
         var environment = new RunnerEnvironment(vhost, bus, output);
-        for (var i = 0; i < runners; i++)
-            await environment.StartRunnerAsync(slots, settings);
+        try
+        {
+            for (var i = 0; i < runners; i++)
+                await environment.StartRunnerAsync(slots, settings);
+        }
+        catch
+        {
+            environment.VerifySagasOnDispose = false;
+            await environment.DisposeAsync();
+            throw;
+        }
         return environment;
     }
 
@@ -69,18 +78,29 @@ public sealed class RunnerEnvironment : IAsyncDisposable
             {
                 return; // no saga queue: nothing to wait for
             }
+            catch (RabbitMQ.Client.Exceptions.BrokerUnreachableException)
+            {
+                return; // the test stopped its broker
+            }
             await Task.Delay(200);
         }
     }
 
     public async ValueTask DisposeAsync()
     {
-        if (VerifySagasOnDispose && _runners.Any(r => !r.HasExited))
-            await WaitForSagaQuietAsync(TimeSpan.FromSeconds(15));
-        foreach (var runner in _runners)
-            await runner.DisposeAsync();
-        await Bus.DisposeAsync();
-        await VirtualHost.DisposeAsync();
+        try
+        {
+            if (VerifySagasOnDispose && _runners.Any(r => !r.HasExited))
+                await WaitForSagaQuietAsync(TimeSpan.FromSeconds(15));
+        }
+        finally
+        {
+            // Whatever happened above, no runner process may outlive its test.
+            foreach (var runner in _runners)
+                await runner.DisposeAsync();
+            await Bus.DisposeAsync();
+            await VirtualHost.DisposeAsync();
+        }
         try
         {
             if (VerifySagasOnDispose && File.Exists(SagaDatabase))

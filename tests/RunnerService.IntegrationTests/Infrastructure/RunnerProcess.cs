@@ -57,7 +57,15 @@ public sealed class RunnerProcess : IAsyncDisposable
             start.Environment[key] = value;
 
         var runner = new RunnerProcess(Process.Start(start)!, new Uri($"http://127.0.0.1:{port}/"), output);
-        await runner.WaitUntilReadyAsync(TimeSpan.FromSeconds(60));
+        try
+        {
+            await runner.WaitUntilReadyAsync(TimeSpan.FromSeconds(60));
+        }
+        catch
+        {
+            await runner.DisposeAsync();
+            throw;
+        }
         return runner;
     }
 

@@ -21,7 +21,11 @@ static class CliHost
         builder.Logging.AddFilter("MassTransit", LogLevel.Error);
         builder.Services.Configure<ConsoleLifetimeOptions>(o => o.SuppressStatusMessages = true);
         var brokerUri = BrokerConnection.Resolve(builder.Configuration);
-        builder.Services.AddMassTransit(x => x.UsingRabbitMq((_, cfg) => cfg.Host(brokerUri)));
+        builder.Services.AddMassTransit(x =>
+        {
+            x.DisableUsageTelemetry();
+            x.UsingRabbitMq((_, cfg) => cfg.Host(brokerUri));
+        });
         builder.Services.AddInvocationClient();
         builder.Services.Configure<MassTransitHostOptions>(o => o.WaitUntilStarted = true);
         var host = builder.Build();

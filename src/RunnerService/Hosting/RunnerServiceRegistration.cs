@@ -43,6 +43,8 @@ public static class RunnerServiceRegistration
         services.AddMassTransit(x =>
         {
             x.SetKebabCaseEndpointNameFormatter();
+            // No call home from production replicas (and no warnings from machines without internet access).
+            x.DisableUsageTelemetry();
             x.AddConsumer<RunInvocationConsumer, RunInvocationConsumerDefinition>();
             x.AddConsumer<ResumeInvocationConsumer, ResumeInvocationConsumerDefinition>();
             x.AddSagaStateMachine<InvocationStateMachine, InvocationState, InvocationStateMachineDefinition>().StoreRepository();

@@ -35,6 +35,11 @@ sealed class ShutdownCoordinator(
             await Task.Delay(50, CancellationToken.None).ConfigureAwait(false);
 
         var left = supervisor.Sessions.ToArray();
+        if (left.Length == 0)
+        {
+            ShutdownLog.NothingLeft(logger);
+            return;
+        }
         ShutdownLog.Summary(logger, left.Length, Describe(left));
         foreach (var session in left)
         {
@@ -78,4 +83,8 @@ static partial class ShutdownLog
     [LoggerMessage(EventId = 201, EventName = "Rerouted", Level = LogLevel.Warning,
         Message = "Invocation {InvocationId} (pid {Pid} killed and gone) rerouted as attempt {Attempt}")]
     public static partial void Rerouted(ILogger logger, Guid invocationId, int pid, int attempt);
+
+    [LoggerMessage(EventId = 202, EventName = "ShutdownClean", Level = LogLevel.Information,
+        Message = "Stopping: no worker left to kill or reroute")]
+    public static partial void NothingLeft(ILogger logger);
 }

@@ -108,6 +108,8 @@ for path in yaml_files:
 options_file = os.path.join(repo, "src", "RunnerService", "Hosting", "RunnerOptions.cs")
 options_source = open(options_file, encoding="utf-8").read()
 runner_properties = set(re.findall(r"public\s+[\w<>\[\]?, ]+?\s+(\w+)\s*\{\s*get;\s*set;", options_source))
+# Runner:* keys read directly from configuration rather than through RunnerOptions.
+runner_properties |= {"SagaSchema", "ConsoleTelemetry", "MetricsEndpoint"}
 check(runner_properties, f"{rel(options_file)}: no settable properties found (has RunnerOptions moved?)")
 
 

@@ -267,7 +267,10 @@ wait_started() {
 
 do_start() {
     ensure_installed
-    command -v curl >/dev/null 2>&1 || die "curl is required (apt-get install -y curl)"
+    if ! command -v curl >/dev/null 2>&1; then
+        log "installing curl from apt"
+        apt-get install -y curl >&2 || { apt-get update >&2 && apt-get install -y curl >&2; } || die "curl is required (apt-get install -y curl)"
+    fi
     mkdir -p "$DIR"
 
     # One start at a time per state folder. fd 9 is closed for the broker (9>&-) so

@@ -31,9 +31,9 @@ sealed class ChildService : IAsyncDisposable
 
     /// <summary>Starts RunnerService (dotnet RunnerService.dll) on a virtual host and waits for /health/ready.</summary>
     public static async Task<ChildService> StartRunnerAsync(BenchOptions options, string name, Uri vhost, int slots, string workerCommand,
-        string stateDirectory, IReadOnlyDictionary<string, string>? extra = null)
+        string stateDirectory, IReadOnlyDictionary<string, string>? extra = null, int? httpPort = null)
     {
-        var port = FreePort();
+        var port = httpPort ?? FreePort();
         var env = new Dictionary<string, string>
         {
             ["ConnectionStrings__RabbitMq"] = vhost.ToString(),
@@ -181,7 +181,7 @@ sealed class ChildService : IAsyncDisposable
         _process.Dispose();
     }
 
-    static int FreePort()
+    public static int FreePort()
     {
         using var listener = new TcpListener(IPAddress.Loopback, 0);
         listener.Start();

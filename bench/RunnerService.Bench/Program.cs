@@ -2,6 +2,8 @@ using RunnerService.Bench;
 
 if (args.Length > 0 && args[0] == "naive-consumer")
     return await NaiveBaseline.RunAsync(args);
+if (args.Length > 0 && args[0] == "soak")
+    return await Soak.RunAsync(args);
 
 BenchOptions options;
 try

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Soak test (issue 4, item 11; not in CI):  bash bench/soak.sh [soak options]
+#   e.g. bash bench/soak.sh                       (10,000 mixed invocations, 5 SIGKILL+restarts)
+#        bash bench/soak.sh --count 2000 --kills 5
+#        bash bench/soak.sh --help
+#
+# 1. starts a private RabbitMQ with deploy/local/rabbitmq.sh on the soak's own ports (state /tmp/soak-broker,
+#    AMQP 5822, management 15822, dist 25822, epmd 4522, prometheus 16822; override with SOAK_BROKER_*),
+#    stopped again on exit however the script ends;
+# 2. builds the bench program (Release), publishes a private copy of the service to artifacts/soak/service and the
+#    Native AOT worker to artifacts/soak/aot-worker (private, so processes of that executable are the soak's own);
+# 3. runs `RunnerService.Bench.dll soak`: one RunnerService (slots 4, Runner__InstanceId=soak-runner,
+#    Runner__StaleAfter=00:00:10, SQLite saga file in a temp dir), N invocations (60% echo, 15% sleep 50..500 ms,
+#    10% fail, 5% crash exitCode 3, 10% fib n=5), SIGKILL + restart at random moments, then the summary.
+#    Exit code 0 only when every invariant holds. Service logs: /tmp/runner-soak-logs/soak-runner-<start>.log.
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo"
+
+log() { printf '[bench/soak.sh] %s\n' "$*" >&2; }
+
+export RUNNER_BROKER_DIR=${SOAK_BROKER_DIR:-/tmp/soak-broker}
+export RUNNER_BROKER_PORT=${SOAK_BROKER_PORT:-5822}
+export RUNNER_BROKER_MGMT_PORT=${SOAK_BROKER_MGMT_PORT:-15822}
+export RUNNER_BROKER_DIST_PORT=${SOAK_BROKER_DIST_PORT:-25822}
+export RUNNER_BROKER_EPMD_PORT=${SOAK_BROKER_EPMD_PORT:-4522}
+export RUNNER_BROKER_PROMETHEUS_PORT=${SOAK_BROKER_PROMETHEUS_PORT:-16822}
+unset RUNNER_BROKER_NODE
+
+bench_dll=bench/RunnerService.Bench/bin/Release/net10.0/RunnerService.Bench.dll
+for arg in "$@"; do
+    if [[ $arg == -h || $arg == --help ]]; then
+        dotnet build -c Release -nologo -v q bench/RunnerService.Bench/RunnerService.Bench.csproj >&2
+        exec dotnet "$bench_dll" soak --help
+    fi
+done
+
+started_broker=0
+# shellcheck disable=SC2317  # called from the EXIT trap
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    if [[ $started_broker == 1 ]]; then
+        log "stopping the soak broker"
+        bash deploy/local/rabbitmq.sh stop || log "WARNING: stopping the soak broker failed"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+t0=$SECONDS
+log "building (Release)"
+dotnet build -c Release -nologo -clp:NoSummary bench/RunnerService.Bench/RunnerService.Bench.csproj >&2
+log "publishing a private copy of the service to artifacts/soak/service"
+dotnet publish -c Release -nologo -clp:NoSummary src/RunnerService/RunnerService.csproj -o "$repo/artifacts/soak/service" >&2
+log "publishing the Native AOT worker to artifacts/soak/aot-worker"
+worker=$(bash deploy/local/publish-aot-worker.sh "$repo/artifacts/soak/aot-worker")
+
+log "starting the soak broker (fresh state in $RUNNER_BROKER_DIR)"
+bash deploy/local/rabbitmq.sh stop
+rm -rf "$RUNNER_BROKER_DIR"
+started_broker=1
+eval "$(bash deploy/local/rabbitmq.sh start)"
+log "setup took $((SECONDS - t0)) s"
+
+dotnet "$bench_dll" soak --service-dll "$repo/artifacts/soak/service/RunnerService.dll" --worker "$worker" "$@"

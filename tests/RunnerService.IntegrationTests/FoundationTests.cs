@@ -165,6 +165,25 @@ public sealed class FoundationTests(BrokerFixture broker, ITestOutputHelper outp
     }
 
     [Fact]
+    public async Task A_warm_pool_hands_a_pre_spawned_worker_to_each_invocation_and_never_reuses_one()
+    {
+        await using var env = await RunnerEnvironment.StartAsync(broker, output, slots: 1,
+            new Dictionary<string, string> { ["Runner__WarmWorkers"] = "2" });
+        var used = new HashSet<int>();
+        for (var i = 0; i < 4; i++)
+        {
+            // Two idle workers wait (seen from outside, in /proc); the next invocation runs in one of them.
+            var idle = await TestBus.PollAsync(() => env.Runner.ChildPids().Distinct().ToArray() is { Length: 2 } pids ? pids : null,
+                Patience, "two idle pre-spawned workers");
+            var done = await env.Bus.Client.RunAsync("echo", Json.Parse($"{{\"i\":{i}}}")).WaitAsync(Patience);
+            Assert.Equal(i, done.Result!.Value.GetProperty("i").GetInt32());
+            Assert.Contains(done.ProcessId, idle);
+            Assert.True(used.Add(done.ProcessId), $"pid {done.ProcessId} ran two invocations");
+            Assert.False(ProcessSignals.IsAlive(done.ProcessId));
+        }
+    }
+
+    [Fact]
     public async Task Cli_submit_wait_prints_the_succeeded_completion_as_one_json_line()
     {
         await using var env = await RunnerEnvironment.StartAsync(broker, output, slots: 1);

@@ -27,6 +27,13 @@ public sealed class RunnerOptions
     /// </summary>
     public Dictionary<string, string> WorkerEnvironment { get; set; } = [];
 
+    /// <summary>
+    /// Idle workers kept pre-spawned (each waiting on stdin for its one invocation), so process start-up leaves the
+    /// latency path. Each still runs exactly one invocation. 0 (the default) spawns on demand.
+    /// </summary>
+    [Range(0, 1024)]
+    public int WarmWorkers { get; set; }
+
     /// <summary>Identifies this replica; names its own queue. Defaults to the host name.</summary>
     public string? InstanceId { get; set; }
 

@@ -11,4 +11,8 @@ static partial class WorkerLog
     [LoggerMessage(EventId = 101, EventName = "KillingOnStop", Level = LogLevel.Warning,
         Message = "Stopping: killing worker pid {Pid} of invocation {InvocationId} ({TaskName}), state {State}")]
     public static partial void KillingOnStop(ILogger logger, int pid, Guid invocationId, string taskName, WorkerState state);
+
+    [LoggerMessage(EventId = 102, EventName = "WarmSpawnFailed", Level = LogLevel.Error,
+        Message = "Could not pre-spawn an idle worker for the warm pool")]
+    public static partial void WarmSpawnFailed(ILogger logger, Exception exception);
 }

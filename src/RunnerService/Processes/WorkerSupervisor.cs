@@ -57,9 +57,51 @@ sealed class WorkerSupervisor(IOptions<RunnerOptions> options, ILogger<WorkerSup
             _claims.TryRemove(invocationId, out _);
     }
 
+    readonly ConcurrentQueue<Process> _warm = new();
+    int _warming;
+    volatile bool _stopping;
+
+    /// <summary>
+    /// Starts the worker for one invocation: a pre-spawned idle worker when the warm pool has one (its start-up is then
+    /// off the latency path), else a fresh process. Either way the process runs this one invocation only.
+    /// </summary>
     public async Task<WorkerSession> StartAsync(RunInvocation invocation, int attempt)
     {
         using var spawn = RunnerActivitySource.StartSpawn(invocation);
+        Process? process = null;
+        while (_warm.TryDequeue(out var idle))
+        {
+            if (!idle.HasExited)
+            {
+                process = idle;
+                break;
+            }
+            Discard(idle);
+        }
+        process ??= await SpawnAsync().ConfigureAwait(false);
+        Replenish();
+
+        var session = new WorkerSession(process, invocation, attempt,
+            invocation.Timeout is { } t && t > TimeSpan.Zero ? t : _options.DefaultTimeout,
+            _options.MaxMessageBytes, logger);
+        process.ErrorDataReceived += (_, e) =>
+        {
+            if (e.Data is not null)
+                WorkerLog.WorkerStderr(logger, session.InvocationId, invocation.TaskName, session.Pid, e.Data);
+        };
+        process.BeginErrorReadLine();
+        _ = session.Exited.ContinueWith(_ =>
+        {
+            Interlocked.Decrement(ref _alive);
+            RunnerMetrics.WorkerExited(session.ExitCode);
+            process.Dispose();
+        }, TaskScheduler.Default);
+        _sessions[invocation.InvocationId] = session;
+        return session;
+    }
+
+    async Task<Process> SpawnAsync()
+    {
         var startInfo = new ProcessStartInfo(_options.EffectiveWorkerCommand)
         {
             RedirectStandardInput = true,
@@ -79,31 +121,56 @@ sealed class WorkerSupervisor(IOptions<RunnerOptions> options, ILogger<WorkerSup
         foreach (var (name, value) in _options.WorkerEnvironment)
             startInfo.Environment[name] = value;
         startInfo.Environment[WorkerHost.ParentPidVariable] = Environment.ProcessId.ToString(System.Globalization.CultureInfo.InvariantCulture);
-        startInfo.Environment["RUNNER_INVOCATION_ID"] = invocation.InvocationId.ToString();
         // Workers are short-lived: skip tiered-PGO instrumentation, it only costs start-up time.
         startInfo.Environment["DOTNET_TieredPGO"] = "0";
 
         var process = await _spawner.StartAsync(startInfo).ConfigureAwait(false);
-        var alive = Interlocked.Increment(ref _alive);
-        UpdatePeak(alive);
+        UpdatePeak(Interlocked.Increment(ref _alive));
+        return process;
+    }
 
-        var session = new WorkerSession(process, invocation, attempt,
-            invocation.Timeout is { } t && t > TimeSpan.Zero ? t : _options.DefaultTimeout,
-            _options.MaxMessageBytes, logger);
-        process.ErrorDataReceived += (_, e) =>
+    /// <summary>Tops the warm pool up to <see cref="RunnerOptions.WarmWorkers"/> idle workers, in the background.</summary>
+    void Replenish()
+    {
+        while (!_stopping && _warm.Count + Volatile.Read(ref _warming) < _options.WarmWorkers)
         {
-            if (e.Data is not null)
-                WorkerLog.WorkerStderr(logger, session.InvocationId, invocation.TaskName, session.Pid, e.Data);
-        };
-        process.BeginErrorReadLine();
-        _ = session.Exited.ContinueWith(_ =>
+            Interlocked.Increment(ref _warming);
+            _ = Task.Run(async () =>
+            {
+                try
+                {
+                    var process = await SpawnAsync().ConfigureAwait(false);
+                    if (_stopping)
+                        Discard(process);
+                    else
+                        _warm.Enqueue(process);
+                }
+                catch (Exception ex) when (ex is System.ComponentModel.Win32Exception or IOException or InvalidOperationException)
+                {
+                    WorkerLog.WarmSpawnFailed(logger, ex);
+                }
+                finally
+                {
+                    Interlocked.Decrement(ref _warming);
+                }
+            });
+        }
+    }
+
+    /// <summary>Ends an idle pooled worker that will not run anything.</summary>
+    void Discard(Process process)
+    {
+        try
         {
-            Interlocked.Decrement(ref _alive);
-            RunnerMetrics.WorkerExited(session.ExitCode);
-            process.Dispose();
-        }, TaskScheduler.Default);
-        _sessions[invocation.InvocationId] = session;
-        return session;
+            if (!process.HasExited)
+                process.Kill();
+            process.WaitForExit(5000);
+        }
+        catch (InvalidOperationException)
+        {
+        }
+        Interlocked.Decrement(ref _alive);
+        process.Dispose();
     }
 
     /// <summary>Forgets a session whose worker has ended.</summary>
@@ -142,11 +209,18 @@ sealed class WorkerSupervisor(IOptions<RunnerOptions> options, ILogger<WorkerSup
         }
     }
 
-    public Task StartAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+    public Task StartAsync(CancellationToken cancellationToken)
+    {
+        Replenish();
+        return Task.CompletedTask;
+    }
 
     /// <summary>Kills every worker still alive when the host stops, and waits until each is gone.</summary>
     public async Task StopAsync(CancellationToken cancellationToken)
     {
+        _stopping = true;
+        while (_warm.TryDequeue(out var idle))
+            Discard(idle);
         var left = _sessions.Values.ToArray();
         foreach (var session in left)
         {

@@ -127,7 +127,8 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, IOptions<
                 lease.Dispose();
                 InvocationLog.Paused(logger, session.InvocationId, session.Pid, waiting.InvocationIds.Count);
                 RunnerActivitySource.Paused(waiting.InvocationIds.Count);
-                await publisher.Publish(new InvocationWaitingFor
+                // Like the completion, the wait must reach the saga or nobody will ever resume this worker.
+                await PublishReliablyAsync(publisher, session.InvocationId, new InvocationWaitingFor
                 {
                     InvocationId = session.InvocationId,
                     WaitingFor = waiting.InvocationIds,
@@ -137,7 +138,7 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, IOptions<
                     Attempt = session.Attempt,
                     PausedAt = DateTimeOffset.UtcNow,
                     WaitSequence = session.WaitSequence,
-                }, CancellationToken.None).ConfigureAwait(false);
+                }).ConfigureAwait(false);
                 break;
         }
     }
@@ -219,17 +220,23 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, IOptions<
             CompletedAt = DateTimeOffset.UtcNow,
         };
         // The completion is the one thing that must get out: ride out a broker restart rather than drop it.
+        await PublishReliablyAsync(publisher, invocation.InvocationId, completed).ConfigureAwait(false);
+    }
+
+    /// <summary>Publishes, retrying each second for up to two minutes (a broker restart) before giving up.</summary>
+    async Task PublishReliablyAsync<T>(IPublishEndpoint publisher, Guid invocationId, T message) where T : class
+    {
         var giveUpAt = DateTime.UtcNow + CompletionPublishPatience;
         while (true)
         {
             try
             {
-                await publisher.Publish(completed, CancellationToken.None).ConfigureAwait(false);
+                await publisher.Publish(message, CancellationToken.None).ConfigureAwait(false);
                 return;
             }
             catch (Exception ex) when (DateTime.UtcNow < giveUpAt)
             {
-                InvocationLog.CompletionPublishFailed(logger, invocation.InvocationId, ex.Message);
+                InvocationLog.CompletionPublishFailed(logger, invocationId, typeof(T).Name, ex.Message);
                 await Task.Delay(TimeSpan.FromSeconds(1)).ConfigureAwait(false);
             }
         }

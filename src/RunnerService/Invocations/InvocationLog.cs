@@ -58,8 +58,8 @@ static partial class InvocationLog
     public static partial void ParkedDuringShutdown(ILogger logger, Guid invocationId);
 
     [LoggerMessage(EventId = 15, EventName = "CompletionPublishFailed", Level = LogLevel.Warning,
-        Message = "Publishing the completion of invocation {InvocationId} failed ({Reason}); trying again")]
-    public static partial void CompletionPublishFailed(ILogger logger, Guid invocationId, string reason);
+        Message = "Publishing {MessageType} of invocation {InvocationId} failed ({Reason}); trying again")]
+    public static partial void CompletionPublishFailed(ILogger logger, Guid invocationId, string messageType, string reason);
 
     [LoggerMessage(EventId = 16, EventName = "DeliveryHandedOff", Level = LogLevel.Information,
         Message = "Invocation {InvocationId} still runs after {HoldLimit}: its delivery is acknowledged (the broker's consumer timeout must not fire); the saga owns it from here")]

@@ -63,7 +63,10 @@ sealed class RunInvocationConsumer(
             // Hold the delivery while the invocation runs (a crash then redelivers it), but not past the broker's
             // consumer timeout: after DeliveryHoldLimit the delivery is acknowledged and the saga (with the recovery
             // check) is the invocation's durable owner, exactly as for a paused one.
-            if (await Task.WhenAny(running, Task.Delay(options.Value.DeliveryHoldLimit)).ConfigureAwait(false) == running)
+            using var holdLimit = new CancellationTokenSource();
+            var finishedFirst = await Task.WhenAny(running, Task.Delay(options.Value.DeliveryHoldLimit, holdLimit.Token)).ConfigureAwait(false) == running;
+            await holdLimit.CancelAsync().ConfigureAwait(false); // no timer left behind per invocation
+            if (finishedFirst)
             {
                 await running.ConfigureAwait(false);
                 return;

@@ -1,4 +1,6 @@
 using MassTransit;
+using RunnerService.Contracts;
+using RunnerService.Saga.Messages;
 
 namespace RunnerService.Saga;
 
@@ -23,6 +25,20 @@ public sealed class InvocationStateMachineDefinition : SagaDefinition<Invocation
         endpointConfigurator.PrefetchCount = 32;
         if (_quorum && endpointConfigurator is IRabbitMqReceiveEndpointConfigurator rabbit)
             rabbit.SetQuorumQueue();
+        // Events for one invocation are handled one after another on this replica (the store's row lock serializes
+        // them across replicas): no retry storms when a parent's children finish at the same moment.
+        var partitioner = endpointConfigurator.CreatePartitioner(ConcurrentMessageLimit ?? 16);
+        endpointConfigurator.UsePartitioner<RunInvocation>(partitioner, c => c.Message.InvocationId);
+        endpointConfigurator.UsePartitioner<InvocationStarted>(partitioner, c => c.Message.InvocationId);
+        endpointConfigurator.UsePartitioner<InvocationWaitingFor>(partitioner, c => c.Message.InvocationId);
+        endpointConfigurator.UsePartitioner<InvocationResumed>(partitioner, c => c.Message.InvocationId);
+        endpointConfigurator.UsePartitioner<InvocationCompleted>(partitioner, c => c.Message.InvocationId);
+        endpointConfigurator.UsePartitioner<GetInvocationStatus>(partitioner, c => c.Message.InvocationId);
+        endpointConfigurator.UsePartitioner<RegisterWaiter>(partitioner, c => c.Message.InvocationId);
+        endpointConfigurator.UsePartitioner<UpstreamChanged>(partitioner, c => c.Message.InvocationId);
+        endpointConfigurator.UsePartitioner<DependencyFinished>(partitioner, c => c.Message.WaiterId);
+        endpointConfigurator.UsePartitioner<ClaimInvocation>(partitioner, c => c.Message.InvocationId);
+        endpointConfigurator.UsePartitioner<RecoverInvocation>(partitioner, c => c.Message.InvocationId);
         endpointConfigurator.UseMessageRetry(r =>
         {
             r.Handle<ConcurrencyException>();

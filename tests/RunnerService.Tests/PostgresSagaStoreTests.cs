@@ -90,6 +90,20 @@ public sealed class PostgresSagaStoreTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task The_recovery_query_returns_only_owned_instances_in_the_asked_states()
+    {
+        var store = NewStore();
+        await store.InitializeAsync(CancellationToken.None);
+        var owned = new StoredSaga(Guid.NewGuid(), "Waiting", "runner-a", 1, "{}");
+        await InsertAsync(store, owned);
+        await InsertAsync(store, new StoredSaga(Guid.NewGuid(), "Waiting", null, 1, "{}"));
+        await InsertAsync(store, new StoredSaga(Guid.NewGuid(), "Succeeded", "runner-a", 1, "{}"));
+        await using var tx = await store.BeginAsync(CancellationToken.None);
+        var found = await tx.LoadOwnedAsync(["Running", "Waiting", "Resuming"], CancellationToken.None);
+        Assert.Equal(owned, Assert.Single(found));
+    }
+
+    [Fact]
     public async Task A_stale_version_is_refused_with_a_concurrency_exception()
     {
         var store = NewStore();

@@ -54,6 +54,24 @@ public sealed class SagaStoreConcurrencyTests : IDisposable
     }
 
     [Fact]
+    public async Task The_recovery_query_returns_only_owned_instances_in_the_asked_states()
+    {
+        var store = new SqliteSagaStore(ConnectionString);
+        await store.InitializeAsync(CancellationToken.None);
+        var owned = new StoredSaga(Guid.NewGuid(), "Running", "runner-a", 1, "{}");
+        await using (var tx = await store.BeginAsync(CancellationToken.None))
+        {
+            await tx.InsertAsync(owned, CancellationToken.None);
+            await tx.InsertAsync(new StoredSaga(Guid.NewGuid(), "Running", null, 1, "{}"), CancellationToken.None);
+            await tx.InsertAsync(new StoredSaga(Guid.NewGuid(), "Failed", "runner-a", 1, "{}"), CancellationToken.None);
+            await tx.CommitAsync(CancellationToken.None);
+        }
+        await using var check = await store.BeginAsync(CancellationToken.None);
+        var found = await check.LoadOwnedAsync(["Running", "Waiting", "Resuming"], CancellationToken.None);
+        Assert.Equal(owned, Assert.Single(found));
+    }
+
+    [Fact]
     public async Task A_stale_version_is_refused_with_a_concurrency_exception()
     {
         var store = new SqliteSagaStore(ConnectionString);

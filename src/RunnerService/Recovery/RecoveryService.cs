@@ -27,7 +27,7 @@ sealed class RecoveryService(
     TimeProvider time,
     ILogger<RecoveryService> logger) : BackgroundService
 {
-    static readonly HashSet<string> OwnedStates = ["Running", "Waiting", "Resuming"];
+    static readonly string[] OwnedStates = ["Running", "Waiting", "Resuming"];
     readonly RunnerOptions _options = options.Value;
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
@@ -78,8 +78,7 @@ sealed class RecoveryService(
         IReadOnlyList<StoredSaga> candidates;
         await using (var transaction = await store.BeginAsync(cancellationToken).ConfigureAwait(false))
         {
-            candidates = [.. (await transaction.LoadAllAsync(cancellationToken).ConfigureAwait(false))
-                .Where(s => OwnedStates.Contains(s.State) && s.Owner is not null)];
+            candidates = await transaction.LoadOwnedAsync(OwnedStates, cancellationToken).ConfigureAwait(false);
             await transaction.CommitAsync(cancellationToken).ConfigureAwait(false);
         }
         var me = _options.EffectiveInstanceId;

@@ -30,6 +30,9 @@ public interface ISagaStoreTransaction : IAsyncDisposable
 
     Task<IReadOnlyList<StoredSaga>> LoadAllAsync(CancellationToken cancellationToken);
 
+    /// <summary>Instances in one of <paramref name="states"/> that have an owner (the recovery check; uses the (state, owner) index).</summary>
+    Task<IReadOnlyList<StoredSaga>> LoadOwnedAsync(IReadOnlyCollection<string> states, CancellationToken cancellationToken);
+
     Task CommitAsync(CancellationToken cancellationToken);
 }
 

@@ -191,6 +191,17 @@ public sealed partial class PostgresSagaStore : ISagaStore, IAsyncDisposable, ID
             return all;
         }
 
+        public async Task<IReadOnlyList<StoredSaga>> LoadOwnedAsync(IReadOnlyCollection<string> states, CancellationToken cancellationToken)
+        {
+            await using var command = Command($"SELECT id, state, owner, version, data::text FROM {table} WHERE owner IS NOT NULL AND state = ANY(@states);");
+            command.Parameters.AddWithValue("states", NpgsqlDbType.Array | NpgsqlDbType.Text, states.ToArray());
+            await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+            var found = new List<StoredSaga>();
+            while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+                found.Add(Read(reader));
+            return found;
+        }
+
         public async Task InsertAsync(StoredSaga saga, CancellationToken cancellationToken)
         {
             // A concurrent insert of the same id (not yet committed) makes this wait on the primary key; when that

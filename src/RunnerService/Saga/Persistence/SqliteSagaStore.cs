@@ -117,6 +117,20 @@ public sealed class SqliteSagaStore : ISagaStore, IDisposable
             return all;
         }
 
+        public async Task<IReadOnlyList<StoredSaga>> LoadOwnedAsync(IReadOnlyCollection<string> states, CancellationToken cancellationToken)
+        {
+            await using var command = connection.CreateCommand();
+            var names = states.Select((state, i) => (Name: $"$s{i}", State: state)).ToArray();
+            command.CommandText = $"SELECT id, state, owner, version, data FROM invocation_sagas WHERE owner IS NOT NULL AND state IN ({string.Join(", ", names.Select(n => n.Name))});";
+            foreach (var (name, state) in names)
+                command.Parameters.AddWithValue(name, state);
+            await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+            var found = new List<StoredSaga>();
+            while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+                found.Add(Read(reader));
+            return found;
+        }
+
         public async Task InsertAsync(StoredSaga saga, CancellationToken cancellationToken)
         {
             await using var command = connection.CreateCommand();

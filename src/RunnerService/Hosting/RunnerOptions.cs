@@ -61,6 +61,12 @@ public sealed class RunnerOptions
     /// </summary>
     public TimeSpan DeliveryHoldLimit { get; set; } = TimeSpan.FromMinutes(20);
 
+    /// <summary>
+    /// How long the runner keeps trying to publish an invocation's own events (started, sub-invocations, waits,
+    /// completion) while the broker is unreachable, before it gives up on that invocation.
+    /// </summary>
+    public TimeSpan PublishPatience { get; set; } = TimeSpan.FromMinutes(30);
+
     /// <summary>How often this replica publishes its heartbeat.</summary>
     public TimeSpan HeartbeatInterval { get; set; } = TimeSpan.FromSeconds(5);
 

@@ -55,7 +55,7 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, IOptions<
             TraceParent = Activity.Current?.Id,
         });
         InvocationLog.Started(logger, invocation.InvocationId, invocation.TaskName, session.Pid, attempt);
-        await context.Publish(new InvocationStarted
+        await PublishReliablyAsync(context, invocation.InvocationId, new InvocationStarted
         {
             InvocationId = invocation.InvocationId,
             TaskName = invocation.TaskName,
@@ -65,7 +65,7 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, IOptions<
             ProcessId = session.Pid,
             Attempt = attempt,
             StartedAt = session.StartedAt,
-        }, cancellationToken).ConfigureAwait(false);
+        }).ConfigureAwait(false);
 
         await DriveAsync(session, lease, cancellationToken).ConfigureAwait(false);
     }
@@ -83,7 +83,7 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, IOptions<
         {
             // The worker's life does not follow the delivery's: the broker may cancel a delivery (consumer timeout,
             // lost channel) while the invocation runs on. Only the shutdown coordinator takes a worker away.
-            outcome = await session.RunAsync(new Relay(publisher), CancellationToken.None).ConfigureAwait(false);
+            outcome = await session.RunAsync(new Relay(this, publisher), CancellationToken.None).ConfigureAwait(false);
         }
         catch (OperationCanceledException)
         {
@@ -114,8 +114,8 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, IOptions<
                 InvocationLog.Retrying(logger, session.InvocationId, session.Attempt, final.Error?.ToString() ?? "", (long)delay.TotalMilliseconds);
                 // The delivery stays unacked during the back-off, so a crash now still redelivers the invocation.
                 await Task.Delay(delay, cancellationToken).ConfigureAwait(false);
-                await publisher.Publish(session.Invocation with { Attempt = session.Attempt + 1, SubmittedAt = DateTimeOffset.UtcNow }, CancellationToken.None)
-                    .ConfigureAwait(false);
+                await PublishReliablyAsync(publisher, session.InvocationId,
+                    session.Invocation with { Attempt = session.Attempt + 1, SubmittedAt = DateTimeOffset.UtcNow }).ConfigureAwait(false);
                 break;
             case SessionOutcome.Final final:
                 supervisor.Remove(session);
@@ -151,7 +151,7 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, IOptions<
         RunnerMetrics.InvocationResumed(session.Invocation.TaskName, pausedFor);
         session.Resume(new ResumeMessage { Results = results });
         InvocationLog.Resumed(logger, session.InvocationId, session.Pid, (long)pausedFor.TotalMilliseconds);
-        await context.Publish(new InvocationResumed
+        await PublishReliablyAsync(context, session.InvocationId, new InvocationResumed
         {
             InvocationId = session.InvocationId,
             RunnerInstance = _options.EffectiveInstanceId,
@@ -160,7 +160,7 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, IOptions<
             PausedFor = pausedFor,
             ResumedAt = DateTimeOffset.UtcNow,
             WaitSequence = session.WaitSequence,
-        }, cancellationToken).ConfigureAwait(false);
+        }).ConfigureAwait(false);
         await DriveAsync(session, lease, cancellationToken).ConfigureAwait(false);
     }
 
@@ -223,32 +223,47 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, IOptions<
         await PublishReliablyAsync(publisher, invocation.InvocationId, completed).ConfigureAwait(false);
     }
 
-    /// <summary>Publishes, retrying each second for up to two minutes (a broker restart) before giving up.</summary>
+    /// <summary>
+    /// Publishes one of an invocation's own events, retrying until the broker takes it (a broker restart, a lost
+    /// connection) for up to <see cref="RunnerOptions.PublishPatience"/>. Each attempt has its own time limit: a
+    /// publish on a connection that died unnoticed waits for a confirm that never comes.
+    /// </summary>
     async Task PublishReliablyAsync<T>(IPublishEndpoint publisher, Guid invocationId, T message) where T : class
     {
-        var giveUpAt = DateTime.UtcNow + CompletionPublishPatience;
+        var giveUpAt = DateTime.UtcNow + _options.PublishPatience;
+        var pause = TimeSpan.FromMilliseconds(250);
         while (true)
         {
+            using var attempt = new CancellationTokenSource(PublishAttemptTimeout);
             try
             {
-                await publisher.Publish(message, CancellationToken.None).ConfigureAwait(false);
+                await publisher.Publish(message, attempt.Token).ConfigureAwait(false);
                 return;
             }
             catch (Exception ex) when (DateTime.UtcNow < giveUpAt)
             {
                 InvocationLog.CompletionPublishFailed(logger, invocationId, typeof(T).Name, ex.Message);
-                await Task.Delay(TimeSpan.FromSeconds(1)).ConfigureAwait(false);
             }
+            catch (Exception)
+            {
+                InvocationLog.PublishGaveUp(logger, invocationId, typeof(T).Name, _options.PublishPatience);
+                throw;
+            }
+            // Later attempts go through the bus: a consume context whose delivery was lost cancels its own publishes.
+            publisher = bus;
+            await Task.Delay(pause).ConfigureAwait(false);
+            pause = pause * 2 < MaxPublishPause ? pause * 2 : MaxPublishPause;
         }
     }
 
-    static readonly TimeSpan CompletionPublishPatience = TimeSpan.FromMinutes(2);
+    static readonly TimeSpan PublishAttemptTimeout = TimeSpan.FromSeconds(15);
+    static readonly TimeSpan MaxPublishPause = TimeSpan.FromSeconds(5);
 
     /// <summary>Publishes the sub-invocations a worker starts, as children of its invocation.</summary>
-    sealed class Relay(IPublishEndpoint publisher) : ISessionCallbacks
+    sealed class Relay(InvocationExecutor executor, IPublishEndpoint publisher) : ISessionCallbacks
     {
         public Task OnInvokeAsync(WorkerSession session, InvokeMessage invoke) =>
-            publisher.Publish(new RunInvocation
+            executor.PublishReliablyAsync(publisher, session.InvocationId, new RunInvocation
             {
                 InvocationId = invoke.InvocationId,
                 TaskName = invoke.TaskName,

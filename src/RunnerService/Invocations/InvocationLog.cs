@@ -65,6 +65,18 @@ static partial class InvocationLog
         Message = "Invocation {InvocationId} still runs after {HoldLimit}: its delivery is acknowledged (the broker's consumer timeout must not fire); the saga owns it from here")]
     public static partial void HandedOff(ILogger logger, Guid invocationId, TimeSpan holdLimit);
 
+    [LoggerMessage(EventId = 18, EventName = "DeliveryLost", Level = LogLevel.Warning,
+        Message = "Invocation {InvocationId}: its delivery was cancelled (the broker connection was lost); the run goes on and a redelivery will be recognised")]
+    public static partial void DeliveryLost(ILogger logger, Guid invocationId);
+
+    [LoggerMessage(EventId = 19, EventName = "AlreadyFinishedHere", Level = LogLevel.Information,
+        Message = "Invocation {InvocationId} attempt {Attempt} already ran to its end on this replica; the redelivery is acknowledged without a second run")]
+    public static partial void AlreadyFinishedHere(ILogger logger, Guid invocationId, int attempt);
+
+    [LoggerMessage(EventId = 20, EventName = "PublishGaveUp", Level = LogLevel.Critical,
+        Message = "Publishing {MessageType} of invocation {InvocationId} failed for {Patience}; giving up")]
+    public static partial void PublishGaveUp(ILogger logger, Guid invocationId, string messageType, TimeSpan patience);
+
     [LoggerMessage(EventId = 17, EventName = "RunFailed", Level = LogLevel.Error,
         Message = "Invocation {InvocationId}: the run failed in the runner")]
     public static partial void RunFailed(ILogger logger, Guid invocationId, Exception exception);

@@ -1,6 +1,8 @@
 using MassTransit;
 using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
 using RunnerService.Contracts;
+using RunnerService.Hosting;
 using RunnerService.Processes;
 using RunnerService.Slots;
 
@@ -10,7 +12,12 @@ namespace RunnerService.Invocations;
 /// On this replica's own queue: the saga says everything a paused worker waited for is final. Takes a slot (before
 /// any new invocation), writes the results to the worker and lets it run again.
 /// </summary>
-sealed class ResumeInvocationConsumer(SlotPool slots, WorkerSupervisor supervisor, InvocationExecutor executor, ILogger<ResumeInvocationConsumer> logger)
+sealed class ResumeInvocationConsumer(
+    SlotPool slots,
+    WorkerSupervisor supervisor,
+    InvocationExecutor executor,
+    IOptions<RunnerOptions> options,
+    ILogger<ResumeInvocationConsumer> logger)
     : IConsumer<ResumeInvocation>
 {
     public async Task Consume(ConsumeContext<ResumeInvocation> context)
@@ -28,7 +35,34 @@ sealed class ResumeInvocationConsumer(SlotPool slots, WorkerSupervisor superviso
             return;
         }
         using var scope = logger.BeginScope(new Dictionary<string, object> { ["InvocationId"] = session.InvocationId, ["TaskName"] = session.Invocation.TaskName });
-        using var lease = await slots.AcquireAsync(SlotPriority.Resume, context.CancellationToken).ConfigureAwait(false);
-        await executor.ResumeAsync(context, session, message.Results, lease, context.CancellationToken).ConfigureAwait(false);
+        var lease = await slots.AcquireAsync(SlotPriority.Resume, context.CancellationToken).ConfigureAwait(false);
+        var running = RunAsync(context, session, message, lease);
+        // As for a new invocation: the resumed run holds this delivery, within the hold limit and the channel's life.
+        switch (await DeliveryHold.HoldAsync(running, options.Value.DeliveryHoldLimit, context.CancellationToken).ConfigureAwait(false))
+        {
+            case HoldOutcome.HoldLimitReached:
+                InvocationLog.HandedOff(logger, session.InvocationId, options.Value.DeliveryHoldLimit);
+                break;
+            case HoldOutcome.DeliveryLost:
+                InvocationLog.DeliveryLost(logger, session.InvocationId);
+                break;
+        }
+    }
+
+    async Task RunAsync(ConsumeContext context, WorkerSession session, ResumeInvocation message, SlotLease lease)
+    {
+        try
+        {
+            await executor.ResumeAsync(context, session, message.Results, lease, CancellationToken.None).ConfigureAwait(false);
+        }
+        catch (Exception ex)
+        {
+            InvocationLog.RunFailed(logger, session.InvocationId, ex);
+            throw;
+        }
+        finally
+        {
+            lease.Dispose();
+        }
     }
 }

@@ -53,6 +53,13 @@ sealed class RunInvocationConsumer(
         var claimed = true;
         try
         {
+            var attempt = Math.Max(1, invocation.Attempt);
+            if (context.ReceiveContext.Redelivered && supervisor.FinishedHere(invocation.InvocationId, attempt))
+            {
+                // The first delivery was lost with its channel after the run had ended here; its events are published.
+                InvocationLog.AlreadyFinishedHere(logger, invocation.InvocationId, attempt);
+                return;
+            }
             // A redelivery, a retry or a reroute may meet another live run of the same invocation: the saga decides.
             if ((context.ReceiveContext.Redelivered || invocation.Attempt > 1) && !await claims.TryClaimAsync(context, invocation).ConfigureAwait(false))
                 return;
@@ -62,16 +69,18 @@ sealed class RunInvocationConsumer(
             var running = RunAsync(context, invocation, queuedSince, lease);
             // Hold the delivery while the invocation runs (a crash then redelivers it), but not past the broker's
             // consumer timeout: after DeliveryHoldLimit the delivery is acknowledged and the saga (with the recovery
-            // check) is the invocation's durable owner, exactly as for a paused one.
-            using var holdLimit = new CancellationTokenSource();
-            var finishedFirst = await Task.WhenAny(running, Task.Delay(options.Value.DeliveryHoldLimit, holdLimit.Token)).ConfigureAwait(false) == running;
-            await holdLimit.CancelAsync().ConfigureAwait(false); // no timer left behind per invocation
-            if (finishedFirst)
+            // check) is the invocation's durable owner, exactly as for a paused one. A lost channel ends the hold too.
+            switch (await DeliveryHold.HoldAsync(running, options.Value.DeliveryHoldLimit, context.CancellationToken).ConfigureAwait(false))
             {
-                await running.ConfigureAwait(false);
-                return;
+                case HoldOutcome.Finished:
+                    return;
+                case HoldOutcome.HoldLimitReached:
+                    InvocationLog.HandedOff(logger, invocation.InvocationId, options.Value.DeliveryHoldLimit);
+                    break;
+                case HoldOutcome.DeliveryLost:
+                    InvocationLog.DeliveryLost(logger, invocation.InvocationId);
+                    break;
             }
-            InvocationLog.HandedOff(logger, invocation.InvocationId, options.Value.DeliveryHoldLimit);
             claimed = false; // the background run releases the claim when it ends
         }
         finally

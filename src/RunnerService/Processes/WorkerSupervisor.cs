@@ -178,12 +178,12 @@ sealed class WorkerSupervisor(IOptions<RunnerOptions> options, ILogger<WorkerSup
     {
         if (_sessions.TryRemove(new KeyValuePair<Guid, WorkerSession>(session.InvocationId, session)))
         {
-            _finished[session.InvocationId] = DateTime.UtcNow;
+            _finished[session.InvocationId] = (DateTime.UtcNow, session.Attempt);
             _claims.TryRemove(session.InvocationId, out _);
         }
         if (_finished.Count > 10_000)
         {
-            foreach (var (id, at) in _finished)
+            foreach (var (id, (at, _)) in _finished)
             {
                 if (DateTime.UtcNow - at > FinishedMemory)
                     _finished.TryRemove(id, out _);
@@ -192,14 +192,21 @@ sealed class WorkerSupervisor(IOptions<RunnerOptions> options, ILogger<WorkerSup
     }
 
     static readonly TimeSpan FinishedMemory = TimeSpan.FromMinutes(5);
-    readonly ConcurrentDictionary<Guid, DateTime> _finished = new();
+    readonly ConcurrentDictionary<Guid, (DateTime At, int Attempt)> _finished = new();
 
     /// <summary>
     /// True for an invocation whose worker ended here within the last minutes: its final events may still be on their
     /// way to the saga, so it is not an orphan.
     /// </summary>
     public bool FinishedRecently(Guid invocationId) =>
-        _finished.TryGetValue(invocationId, out var at) && DateTime.UtcNow - at < FinishedMemory;
+        _finished.TryGetValue(invocationId, out var finished) && DateTime.UtcNow - finished.At < FinishedMemory;
+
+    /// <summary>
+    /// True when this replica ran <paramref name="attempt"/> (or a later attempt) of the invocation to its end within the
+    /// last minutes: a redelivery of that attempt (its delivery was lost with the channel) must not run it again.
+    /// </summary>
+    public bool FinishedHere(Guid invocationId, int attempt) =>
+        _finished.TryGetValue(invocationId, out var finished) && finished.Attempt >= attempt && DateTime.UtcNow - finished.At < FinishedMemory;
 
     void UpdatePeak(int alive)
     {

@@ -31,6 +31,12 @@ public sealed record StartInvocationMessage : WorkerMessage
 
     /// <summary>W3C traceparent of the runner's span, so the worker can join the trace.</summary>
     public string? TraceParent { get; init; }
+
+    /// <summary>
+    /// Reuse mode: after its <c>result</c> or <c>error</c> the worker may stay and read the next <c>invocation</c>
+    /// line (it exits at the end of stdin). False or absent: exit after the outcome, as always.
+    /// </summary>
+    public bool Reuse { get; init; }
 }
 
 /// <summary>Runner → worker, after a <c>wait</c>: the outcomes of what the worker waited for.</summary>
@@ -53,6 +59,9 @@ public sealed record HelloMessage : WorkerMessage
 {
     public int Protocol { get; init; } = WorkerProtocol.Version;
     public int Pid { get; init; }
+
+    /// <summary>The worker can run further invocations after an outcome when the runner offers it (<c>reuse</c>).</summary>
+    public bool Reusable { get; init; }
 }
 
 /// <summary>Worker → runner: a log line for the invocation's log scope.</summary>

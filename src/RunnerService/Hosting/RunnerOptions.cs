@@ -62,6 +62,15 @@ public sealed class RunnerOptions
     public TimeSpan DeliveryHoldLimit { get; set; } = TimeSpan.FromMinutes(20);
 
     /// <summary>
+    /// Reuse mode, off by default (1: a fresh process per invocation). Above 1, a worker that says it can (workers
+    /// built on the worker SDK do) runs up to this many invocations one after another before it is replaced, like
+    /// prefork's max-tasks-per-child: faster, but invocations then share a process (static state, leaked memory,
+    /// open files). A worker that failed, timed out or was killed is never reused.
+    /// </summary>
+    [Range(1, 1_000_000)]
+    public int MaxInvocationsPerProcess { get; set; } = 1;
+
+    /// <summary>
     /// How long the runner keeps trying to publish an invocation's own events (started, sub-invocations, waits,
     /// completion) while the broker is unreachable, before it gives up on that invocation.
     /// </summary>

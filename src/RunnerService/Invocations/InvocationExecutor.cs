@@ -53,6 +53,7 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, IOptions<
             ParentInvocationId = invocation.ParentInvocationId,
             Attempt = attempt,
             TraceParent = Activity.Current?.Id,
+            Reuse = session.ReuseOffered,
         });
         InvocationLog.Started(logger, invocation.InvocationId, invocation.TaskName, session.Pid, attempt);
         await PublishReliablyAsync(context, invocation.InvocationId, new InvocationStarted

@@ -13,7 +13,7 @@ namespace RunnerService.Processes;
 sealed class WorkerSession
 {
     static readonly TimeSpan ExitGrace = TimeSpan.FromSeconds(5);
-    readonly Process _process;
+    readonly WorkerPipes _pipes;
     readonly LineReader _stdout;
     readonly Stream _stdin;
     readonly ILogger _logger;
@@ -21,28 +21,33 @@ sealed class WorkerSession
     TimeSpan _budget;
     int _end; // 0 live, 1 its final outcome is claimed, 2 aborted by the service
 
-    public WorkerSession(Process process, RunInvocation invocation, int attempt, TimeSpan timeout, int maxMessageBytes, ILogger logger)
+    public WorkerSession(WorkerPipes pipes, RunInvocation invocation, int attempt, TimeSpan timeout, bool offerReuse, ILogger logger)
     {
-        _process = process;
+        _pipes = pipes;
         Invocation = invocation;
         Attempt = attempt;
         _budget = timeout;
         _logger = logger;
-        Pid = process.Id;
+        Pid = pipes.Pid;
         StartedAt = DateTimeOffset.UtcNow;
-        _stdout = new LineReader(process.StandardOutput.BaseStream, maxMessageBytes);
-        _stdin = process.StandardInput.BaseStream;
-        Exited = WatchExitAsync();
-    }
-
-    async Task WatchExitAsync()
-    {
-        await _process.WaitForExitAsync().ConfigureAwait(false);
-        ExitCode = _process.ExitCode;
+        _stdout = pipes.Stdout;
+        _stdin = pipes.Stdin;
+        Exited = pipes.Exited;
+        ReuseOffered = offerReuse;
+        pipes.Runs++;
+        pipes.Current = this;
     }
 
     /// <summary>The worker's exit status once <see cref="Exited"/> completed (128+N for death by signal N).</summary>
-    public int ExitCode { get; private set; }
+    public int ExitCode => _pipes.ExitCode;
+
+    public WorkerPipes Pipes => _pipes;
+
+    /// <summary>The invocation line tells the worker it may stay for another invocation after this one.</summary>
+    public bool ReuseOffered { get; }
+
+    /// <summary>The session ended with the worker alive and idle, ready for the next invocation (reuse mode).</summary>
+    public bool WorkerIdleAfterFinal { get; private set; }
 
     public RunInvocation Invocation { get; }
     public Guid InvocationId => Invocation.InvocationId;
@@ -187,7 +192,8 @@ sealed class WorkerSession
                     await Exited.ConfigureAwait(false);
                     return SessionOutcome.Failed(InvocationErrorTypes.ProtocolViolation,
                         $"the worker speaks protocol version {hello.Protocol}; this runner speaks {WorkerProtocol.Version}");
-                case HelloMessage:
+                case HelloMessage hello:
+                    _pipes.Reusable = hello.Reusable;
                     break;
                 case LogMessage log:
                     _logger.LogInformation("worker {Pid}: {Message}", Pid, log.Message);
@@ -252,26 +258,20 @@ sealed class WorkerSession
         return written;
     }
 
-    public void Kill()
-    {
-        try
-        {
-            if (!Exited.IsCompleted)
-                _process.Kill();
-        }
-        catch (InvalidOperationException)
-        {
-            // already exited
-        }
-        catch (System.ComponentModel.Win32Exception)
-        {
-            // exited between the check and the kill
-        }
-    }
+    public void Kill() => _pipes.Kill();
 
-    /// <summary>After a final message the worker should exit on its own; one that lingers is killed.</summary>
+    /// <summary>
+    /// After a final message the worker should exit on its own; one that lingers is killed. In reuse mode a worker
+    /// that was offered another invocation stays: the session ends with it idle.
+    /// </summary>
     async Task AwaitExitAfterFinalAsync()
     {
+        if (ReuseOffered && _pipes.Reusable && !Exited.IsCompleted)
+        {
+            WorkerIdleAfterFinal = true;
+            State = WorkerState.Exited;
+            return;
+        }
         if (await Task.WhenAny(Exited, Task.Delay(ExitGrace)).ConfigureAwait(false) != Exited)
         {
             Kill();

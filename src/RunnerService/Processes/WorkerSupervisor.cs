@@ -57,50 +57,43 @@ sealed class WorkerSupervisor(IOptions<RunnerOptions> options, ILogger<WorkerSup
             _claims.TryRemove(invocationId, out _);
     }
 
-    readonly ConcurrentQueue<Process> _warm = new();
+    readonly ConcurrentQueue<WorkerPipes> _warm = new();
+    readonly ConcurrentStack<WorkerPipes> _reusable = new();
     int _warming;
     volatile bool _stopping;
 
     /// <summary>
-    /// Starts the worker for one invocation: a pre-spawned idle worker when the warm pool has one (its start-up is then
-    /// off the latency path), else a fresh process. Either way the process runs this one invocation only.
+    /// Starts the worker for one invocation: in reuse mode an idle worker that finished an earlier invocation, else a
+    /// pre-spawned idle worker when the warm pool has one (its start-up is then off the latency path), else a fresh
+    /// process. Without reuse mode (the default) every process runs this one invocation only.
     /// </summary>
     public async Task<WorkerSession> StartAsync(RunInvocation invocation, int attempt)
     {
         using var spawn = RunnerActivitySource.StartSpawn(invocation);
-        Process? process = null;
-        while (_warm.TryDequeue(out var idle))
+        WorkerPipes? pipes = null;
+        while (pipes is null && _reusable.TryPop(out var used))
         {
-            if (!idle.HasExited)
-            {
-                process = idle;
-                break;
-            }
-            Discard(idle);
+            if (!used.Exited.IsCompleted)
+                pipes = used;
         }
-        process ??= await SpawnAsync().ConfigureAwait(false);
+        while (pipes is null && _warm.TryDequeue(out var idle))
+        {
+            if (!idle.Exited.IsCompleted)
+                pipes = idle;
+            else
+                Discard(idle);
+        }
+        pipes ??= await SpawnAsync().ConfigureAwait(false);
         Replenish();
 
-        var session = new WorkerSession(process, invocation, attempt,
-            invocation.Timeout is { } t && t > TimeSpan.Zero ? t : _options.DefaultTimeout,
-            _options.MaxMessageBytes, logger);
-        process.ErrorDataReceived += (_, e) =>
-        {
-            if (e.Data is not null)
-                WorkerLog.WorkerStderr(logger, session.InvocationId, invocation.TaskName, session.Pid, e.Data);
-        };
-        process.BeginErrorReadLine();
-        _ = session.Exited.ContinueWith(_ =>
-        {
-            Interlocked.Decrement(ref _alive);
-            RunnerMetrics.WorkerExited(session.ExitCode);
-            process.Dispose();
-        }, TaskScheduler.Default);
+        var offerReuse = _options.MaxInvocationsPerProcess > 1 && pipes.Runs + 1 < _options.MaxInvocationsPerProcess;
+        var session = new WorkerSession(pipes, invocation, attempt,
+            invocation.Timeout is { } t && t > TimeSpan.Zero ? t : _options.DefaultTimeout, offerReuse, logger);
         _sessions[invocation.InvocationId] = session;
         return session;
     }
 
-    async Task<Process> SpawnAsync()
+    async Task<WorkerPipes> SpawnAsync()
     {
         var startInfo = new ProcessStartInfo(_options.EffectiveWorkerCommand)
         {
@@ -126,7 +119,20 @@ sealed class WorkerSupervisor(IOptions<RunnerOptions> options, ILogger<WorkerSup
 
         var process = await _spawner.StartAsync(startInfo).ConfigureAwait(false);
         UpdatePeak(Interlocked.Increment(ref _alive));
-        return process;
+        var pipes = new WorkerPipes(process, _options.MaxMessageBytes);
+        process.ErrorDataReceived += (_, e) =>
+        {
+            if (e.Data is not null && pipes.Current is { } current)
+                WorkerLog.WorkerStderr(logger, current.InvocationId, current.Invocation.TaskName, pipes.Pid, e.Data);
+        };
+        process.BeginErrorReadLine();
+        _ = pipes.Exited.ContinueWith(_ =>
+        {
+            Interlocked.Decrement(ref _alive);
+            RunnerMetrics.WorkerExited(pipes.ExitCode);
+            process.Dispose();
+        }, TaskScheduler.Default);
+        return pipes;
     }
 
     /// <summary>Tops the warm pool up to <see cref="RunnerOptions.WarmWorkers"/> idle workers, in the background.</summary>
@@ -157,20 +163,16 @@ sealed class WorkerSupervisor(IOptions<RunnerOptions> options, ILogger<WorkerSup
         }
     }
 
-    /// <summary>Ends an idle pooled worker that will not run anything.</summary>
-    void Discard(Process process)
+    /// <summary>Ends an idle pooled worker that will not run anything more: end of stdin, then a kill if it lingers.</summary>
+    static void Discard(WorkerPipes pipes)
     {
-        try
+        pipes.Current = null;
+        pipes.CloseStdin();
+        _ = pipes.Exited.WaitAsync(TimeSpan.FromSeconds(5)).ContinueWith(t =>
         {
-            if (!process.HasExited)
-                process.Kill();
-            process.WaitForExit(5000);
-        }
-        catch (InvalidOperationException)
-        {
-        }
-        Interlocked.Decrement(ref _alive);
-        process.Dispose();
+            if (t.IsFaulted)
+                pipes.Kill();
+        }, TaskScheduler.Default);
     }
 
     /// <summary>Forgets a session whose worker has ended.</summary>
@@ -180,6 +182,8 @@ sealed class WorkerSupervisor(IOptions<RunnerOptions> options, ILogger<WorkerSup
         {
             _finished[session.InvocationId] = (DateTime.UtcNow, session.Attempt);
             _claims.TryRemove(session.InvocationId, out _);
+            if (session.WorkerIdleAfterFinal)
+                Recycle(session.Pipes);
         }
         if (_finished.Count > 10_000)
         {
@@ -189,6 +193,16 @@ sealed class WorkerSupervisor(IOptions<RunnerOptions> options, ILogger<WorkerSup
                     _finished.TryRemove(id, out _);
             }
         }
+    }
+
+    /// <summary>Reuse mode: an idle worker goes back to the pool for the next invocation (at most one per slot).</summary>
+    void Recycle(WorkerPipes pipes)
+    {
+        pipes.Current = null;
+        if (_stopping || pipes.Exited.IsCompleted || _reusable.Count >= _options.EffectiveSlots)
+            Discard(pipes);
+        else
+            _reusable.Push(pipes);
     }
 
     static readonly TimeSpan FinishedMemory = TimeSpan.FromMinutes(5);
@@ -226,15 +240,20 @@ sealed class WorkerSupervisor(IOptions<RunnerOptions> options, ILogger<WorkerSup
     public async Task StopAsync(CancellationToken cancellationToken)
     {
         _stopping = true;
-        while (_warm.TryDequeue(out var idle))
-            Discard(idle);
+        var idle = new List<WorkerPipes>();
+        while (_warm.TryDequeue(out var fresh))
+            idle.Add(fresh);
+        while (_reusable.TryPop(out var used))
+            idle.Add(used);
+        foreach (var pipes in idle)
+            pipes.Kill();
         var left = _sessions.Values.ToArray();
         foreach (var session in left)
         {
             WorkerLog.KillingOnStop(logger, session.Pid, session.InvocationId, session.Invocation.TaskName, session.State);
             session.Kill();
         }
-        await Task.WhenAll(left.Select(s => s.Exited)).WaitAsync(cancellationToken).ConfigureAwait(false);
+        await Task.WhenAll(left.Select(s => s.Exited).Concat(idle.Select(p => p.Exited))).WaitAsync(cancellationToken).ConfigureAwait(false);
     }
 
     public void Dispose() => _spawner.Dispose();

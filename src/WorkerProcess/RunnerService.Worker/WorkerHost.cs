@@ -7,7 +7,8 @@ namespace RunnerService.Worker;
 
 /// <summary>
 /// The worker executable's main loop: says hello, reads one invocation from stdin, runs the task,
-/// writes <c>result</c> or <c>error</c> to stdout and returns the process exit code.
+/// writes <c>result</c> or <c>error</c> to stdout and returns the process exit code. In reuse mode (the invocation
+/// line says <c>reuse</c>) it then reads the next invocation, until the end of stdin.
 /// </summary>
 public static class WorkerHost
 {
@@ -34,42 +35,53 @@ public static class WorkerHost
         var channel = new WorkerChannel(Console.OpenStandardOutput(), input);
         // stdout belongs to the protocol: a task's Console.Write goes to stderr (the task log) instead of breaking it.
         Console.SetOut(Console.Error);
-        channel.Send(new HelloMessage { Pid = Environment.ProcessId });
+        channel.Send(new HelloMessage { Pid = Environment.ProcessId, Reusable = true });
 
-        WorkerMessage? first;
-        try
+        // One invocation, unless the runner offers reuse (Runner:MaxInvocationsPerProcess): then the next one follows
+        // on stdin after each outcome, and the end of stdin ends the process.
+        while (true)
         {
-            first = channel.Receive();
+            WorkerMessage? next;
+            try
+            {
+                next = channel.Receive();
+            }
+            catch (InvalidDataException ex)
+            {
+                channel.Send(Error(InvocationErrorTypes.ProtocolViolation, ex.Message));
+                return ExitProtocolError;
+            }
+            if (next is null)
+                return 0; // end of stdin: a pre-spawned worker that was not needed, or the end of reuse
+            if (next is not StartInvocationMessage start)
+            {
+                channel.Send(Error(InvocationErrorTypes.ProtocolViolation, $"expected an 'invocation' message, got '{next.GetType().Name}'"));
+                return ExitProtocolError;
+            }
+            if (start.Protocol != WorkerProtocol.Version)
+            {
+                channel.Send(Error(InvocationErrorTypes.ProtocolViolation, $"protocol version {start.Protocol} is not supported; this worker speaks {WorkerProtocol.Version}"));
+                return ExitProtocolError;
+            }
+            await RunOneAsync(registry, channel, start);
+            if (!start.Reuse)
+                return 0;
         }
-        catch (InvalidDataException ex)
-        {
-            channel.Send(Error(InvocationErrorTypes.ProtocolViolation, ex.Message));
-            return ExitProtocolError;
-        }
-        if (first is null)
-            return 0; // the runner closed stdin before handing out work (a pre-spawned worker that was not needed)
-        if (first is not StartInvocationMessage start)
-        {
-            channel.Send(Error(InvocationErrorTypes.ProtocolViolation, $"expected an 'invocation' message first, got '{first.GetType().Name}'"));
-            return ExitProtocolError;
-        }
-        if (start.Protocol != WorkerProtocol.Version)
-        {
-            channel.Send(Error(InvocationErrorTypes.ProtocolViolation, $"protocol version {start.Protocol} is not supported; this worker speaks {WorkerProtocol.Version}"));
-            return ExitProtocolError;
-        }
+    }
+
+    static async Task RunOneAsync(TaskRegistry registry, WorkerChannel channel, StartInvocationMessage start)
+    {
         if (!registry.TryGet(start.TaskName, out var handler))
         {
             channel.Send(Error(InvocationErrorTypes.UnknownTask,
                 $"unknown task '{start.TaskName}'; this worker knows: {string.Join(", ", registry.Names.Order(StringComparer.Ordinal))}"));
-            return 0;
+            return;
         }
 
         var tracing = WorkerTracing.Start(start.TraceParent);
         var outcome = await RunTaskAsync(handler, new TaskContext(start, channel));
         tracing?.End(start.TaskName, start.InvocationId, (outcome as ErrorMessage)?.Error.Type);
         channel.Send(outcome);
-        return 0;
     }
 
     static async Task<WorkerMessage> RunTaskAsync(TaskHandler handler, TaskContext context)

@@ -40,6 +40,7 @@ var steps = new (string Id, Func<Task> Run)[]
     ("f", scenarios.MemoryAsync),
     ("baseline", scenarios.BaselineAsync),
     ("a", scenarios.ThroughputAsync),
+    ("reuse", scenarios.ThroughputReuseAsync),
     ("jit", scenarios.ThroughputJitWorkerAsync),
     ("b", scenarios.LatencyAsync),
     ("c", scenarios.WaitResumeAsync),

@@ -69,6 +69,27 @@ sealed class Scenarios(BenchOptions o, BrokerAdmin admin, Report report)
         figure.Details["n"] = o.ThroughputN;
     }
 
+    /// <summary>(a) in reuse mode (<c>Runner:MaxInvocationsPerProcess</c>): the same workload, processes run up to 1,000 invocations each.</summary>
+    public async Task ThroughputReuseAsync()
+    {
+        var figure = report.Add(new Figure
+        {
+            Id = "a.reuse", Name = "(a) throughput, reuse mode (MaxInvocationsPerProcess 1000)", Unit = "inv/s", Target = "≥ 1,800", Meets = v => v >= 1800,
+            BaselineId = "a.base",
+        });
+        await using var env = await RunnerEnvironmentAsync("areuse", BenchBus.Events.None, o.Slots,
+            extra: new Dictionary<string, string> { ["Runner__MaxInvocationsPerProcess"] = "1000" });
+        await WarmUpAsync(env, 1000, figure);
+        for (var run = 0; run < o.Runs; run++)
+        {
+            var r = await ThroughputRunAsync(env, o.ThroughputN, "echo", EchoArgs, sagaQueue: "invocation-state");
+            figure.Runs.Add(r.PerSecond);
+            figure.Details[$"run{run + 1}"] = r.Details;
+            Log($"(a, reuse) run {run + 1}: {r.PerSecond:F0}/s completions, {r.SustainedPerSecond:F0}/s incl. saga drain, failures {r.Failures}");
+        }
+        figure.Details["n"] = o.ThroughputN;
+    }
+
     /// <summary>(a) for the service driving the JIT worker apphost: separates the service's cost from the worker's start-up.</summary>
     public async Task ThroughputJitWorkerAsync()
     {

@@ -35,6 +35,45 @@ public class WorkerProtocolTests
     }
 
     [Fact]
+    public void The_direct_path_of_the_worker_writes_and_reads_the_same_lines_as_the_polymorphic_one()
+    {
+        var id = Guid.NewGuid();
+        WorkerMessage[] messages =
+        [
+            new StartInvocationMessage { InvocationId = id, TaskName = "echo", Arguments = JsonDocument.Parse("{\"x\":1}").RootElement, Attempt = 2, Reuse = true },
+            new ResumeMessage { Results = [new DependencyOutcome { InvocationId = id, Status = InvocationStatus.Failed, Error = new InvocationError { Type = "T", Message = "m" } }] },
+            new ResumeMessage(),
+            new HelloMessage { Pid = 42, Reusable = true },
+            new LogMessage { Message = "hi" },
+            new ProgressMessage { Fraction = 0.5 },
+            new InvokeMessage { InvocationId = id, TaskName = "fib", Arguments = JsonDocument.Parse("{\"n\":3}").RootElement },
+            new WaitMessage { InvocationIds = [id] },
+            new ResultMessage(),
+            new ResultMessage { Result = JsonDocument.Parse("[1,2]").RootElement },
+            new ErrorMessage { Error = new InvocationError { Type = "TaskError", Message = "boom" }, Retryable = true },
+        ];
+        foreach (var message in messages)
+        {
+            var expected = WorkerProtocol.Encode(message);
+            using var buffer = new MemoryStream();
+            WorkerProtocol.WriteDirect(buffer, message);
+            var direct = Encoding.UTF8.GetString(buffer.ToArray());
+            Assert.Equal(expected + "\n", direct);
+            Assert.True(WorkerProtocol.TryDecodeDirect(Encoding.UTF8.GetBytes(expected), out var decoded, out var error), error);
+            Assert.Equal(message.GetType(), decoded.GetType());
+            Assert.Equal(expected, WorkerProtocol.Encode(decoded));
+        }
+        // The discriminator may come anywhere; bad lines give a reason, never an exception.
+        Assert.True(WorkerProtocol.TryDecodeDirect("{\"pid\":7,\"type\":\"hello\"}"u8, out var late, out _));
+        Assert.Equal(7, Assert.IsType<HelloMessage>(late).Pid);
+        foreach (var bad in new[] { "", "null", "[1]", "{\"pid\":1}", "{\"type\":\"nope\"}", "{\"type\":3}", "{\"type\":\"hello\",\"pid\":\"x\"}", "{\"type\":" })
+        {
+            Assert.False(WorkerProtocol.TryDecodeDirect(Encoding.UTF8.GetBytes(bad), out _, out var reason), bad);
+            Assert.False(string.IsNullOrEmpty(reason));
+        }
+    }
+
+    [Fact]
     public void Lines_name_their_type_and_the_first_message_carries_the_protocol_version()
     {
         var line = WorkerProtocol.Encode(new StartInvocationMessage { InvocationId = Guid.Empty, TaskName = "echo" });

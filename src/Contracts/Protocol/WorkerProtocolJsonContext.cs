@@ -8,4 +8,14 @@ namespace RunnerService.Contracts.Protocol;
     AllowOutOfOrderMetadataProperties = true,
     UseStringEnumConverter = true)]
 [JsonSerializable(typeof(WorkerMessage))]
+// The concrete types, for the worker's reflection-light path (WorkerProtocol.WriteDirect / TryDecodeDirect).
+[JsonSerializable(typeof(StartInvocationMessage))]
+[JsonSerializable(typeof(ResumeMessage))]
+[JsonSerializable(typeof(HelloMessage))]
+[JsonSerializable(typeof(LogMessage))]
+[JsonSerializable(typeof(ProgressMessage))]
+[JsonSerializable(typeof(InvokeMessage))]
+[JsonSerializable(typeof(WaitMessage))]
+[JsonSerializable(typeof(ResultMessage))]
+[JsonSerializable(typeof(ErrorMessage))]
 internal partial class WorkerProtocolJsonContext : JsonSerializerContext;

@@ -12,7 +12,7 @@ sealed class WorkerChannel(Stream output, TextReader input)
     {
         lock (_writeLock)
         {
-            WorkerProtocol.Write(output, message);
+            WorkerProtocol.WriteDirect(output, message);
             output.Flush();
         }
     }
@@ -23,7 +23,7 @@ sealed class WorkerChannel(Stream output, TextReader input)
         var line = input.ReadLine();
         if (line is null)
             return null;
-        if (!WorkerProtocol.TryDecode(Encoding.UTF8.GetBytes(line), out var message, out var error))
+        if (!WorkerProtocol.TryDecodeDirect(Encoding.UTF8.GetBytes(line), out var message, out var error))
             throw new InvalidDataException($"The runner sent a line that is not a protocol message: {error}");
         return message;
     }

@@ -125,6 +125,30 @@ public sealed class RecoveryTests(BrokerFixture broker, ITestOutputHelper output
             Assert.Single(env.Runner.Output.Split('\n'), line => line.Contains($"Invocation {id} (sleep) Succeeded", StringComparison.Ordinal));
     }
 
+    [Fact]
+    public async Task SIGTERM_while_the_broker_is_down_still_ends_the_service_and_its_workers_in_bounded_time()
+    {
+        await using var privateBroker = await PrivateBroker.StartAsync(5832);
+        await using var env = await RunnerEnvironment.StartAsync(broker, output, slots: 2, runners: 0, brokerOverride: privateBroker.AmqpUri);
+        var runner = await env.StartRunnerAsync(slots: 2, new Dictionary<string, string> { ["Runner__ShutdownGrace"] = "00:00:02" });
+        var waiter = NewId.NextGuid();
+        var sleeper = NewId.NextGuid();
+        await env.Bus.Client.SubmitAsync(new RunInvocation { InvocationId = waiter, TaskName = "wait_for", Arguments = Json.Parse($"{{\"invocationId\":\"{NewId.NextGuid()}\"}}") });
+        await env.Bus.Client.SubmitAsync(new RunInvocation { InvocationId = sleeper, TaskName = "sleep", Arguments = Json.Parse("{\"ms\":120000}") });
+        await env.Bus.TestWaitAsync(() => env.Bus.Waiting.Any(w => w.InvocationId == waiter) && env.Bus.Started.Any(s => s.InvocationId == sleeper), Patience);
+        var workers = runner.ChildPids();
+        Assert.Equal(2, workers.Count);
+
+        await privateBroker.StopAsync();
+        var clock = Stopwatch.StartNew();
+        await runner.StopAsync(TimeSpan.FromSeconds(120)); // SIGTERM; after 120 s the helper would SIGKILL it
+        output.WriteLine($"stopped {clock.Elapsed.TotalSeconds:F1} s after SIGTERM");
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(60), $"stopping took {clock.Elapsed}");
+        Assert.All(workers, pid => Assert.False(ProcessSignals.IsAlive(pid), $"worker {pid} outlived the service"));
+        Assert.Contains("could not be rerouted", runner.Output);
+        env.VerifySagasOnDispose = false; // the broker is gone: the saga never saw the end
+    }
+
     static async Task<InvocationStatusReport?> FinalStatusAsync(Contracts.Client.InvocationClient client, Guid id)
     {
         try

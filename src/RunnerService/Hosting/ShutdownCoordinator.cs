@@ -41,15 +41,25 @@ sealed class ShutdownCoordinator(
             return;
         }
         ShutdownLog.Summary(logger, left.Length, Describe(left));
-        foreach (var session in left)
+        // Kill every worker left at once (one that completed meanwhile is left to its own driver), wait until all
+        // are gone, then reroute each: its invocation must never run twice at the same time.
+        var aborted = left.Where(s => s.TryAbort()).ToArray();
+        await Task.WhenAll(aborted.Select(s => s.Exited)).ConfigureAwait(false);
+        // The reroutes get a bounded time together: with the broker unreachable, stopping must not hang. What is not
+        // rerouted is not lost: a running invocation's delivery was never acknowledged and returns to the queue; a
+        // paused one is owned by the saga, and another replica's recovery check reroutes it once this one is stale.
+        using var budget = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        budget.CancelAfter(RerouteBudget);
+        foreach (var session in aborted)
         {
-            if (!session.TryAbort())
-                continue; // it completed meanwhile: its own driver publishes the completion
-            await session.Exited.ConfigureAwait(false);
             try
             {
-                await executor.RerouteAsync(bus, session.Invocation, session.Attempt, CancellationToken.None).ConfigureAwait(false);
+                await executor.RerouteAsync(bus, session.Invocation, session.Attempt, budget.Token).ConfigureAwait(false);
                 ShutdownLog.Rerouted(logger, session.InvocationId, session.Pid, session.Attempt + 1);
+            }
+            catch (Exception ex)
+            {
+                ShutdownLog.RerouteFailed(logger, session.InvocationId, session.Pid, session.State, ex.Message);
             }
             finally
             {
@@ -59,6 +69,8 @@ sealed class ShutdownCoordinator(
             }
         }
     }
+
+    static readonly TimeSpan RerouteBudget = TimeSpan.FromSeconds(15);
 
     static string Describe(IEnumerable<WorkerSession> sessions)
     {
@@ -83,6 +95,10 @@ static partial class ShutdownLog
     [LoggerMessage(EventId = 201, EventName = "Rerouted", Level = LogLevel.Warning,
         Message = "Invocation {InvocationId} (pid {Pid} killed and gone) rerouted as attempt {Attempt}")]
     public static partial void Rerouted(ILogger logger, Guid invocationId, int pid, int attempt);
+
+    [LoggerMessage(EventId = 203, EventName = "RerouteFailed", Level = LogLevel.Error,
+        Message = "Invocation {InvocationId} (pid {Pid} killed and gone, was {State}) could not be rerouted ({Reason}); a running one returns to the queue with its unacknowledged delivery, a paused one is recovered by another replica")]
+    public static partial void RerouteFailed(ILogger logger, Guid invocationId, int pid, WorkerState state, string reason);
 
     [LoggerMessage(EventId = 202, EventName = "ShutdownClean", Level = LogLevel.Information,
         Message = "Stopping: no worker left to kill or reroute")]

@@ -32,7 +32,7 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, IOptions<
         WorkerSession session;
         try
         {
-            session = await supervisor.StartAsync(invocation, attempt).ConfigureAwait(false);
+            session = await StartWorkerAsync(invocation, attempt).ConfigureAwait(false);
         }
         catch (Exception ex) when (ex is System.ComponentModel.Win32Exception or IOException or InvalidOperationException)
         {
@@ -70,6 +70,35 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, IOptions<
 
         await DriveAsync(session, lease, cancellationToken).ConfigureAwait(false);
     }
+
+    /// <summary>
+    /// Starts the worker; a start that fails for want of a resource (file descriptors, processes, memory: thousands
+    /// of paused workers hold three pipes each) is tried again for a while, as running work ends and frees them.
+    /// </summary>
+    async Task<WorkerSession> StartWorkerAsync(RunInvocation invocation, int attempt)
+    {
+        var giveUpAt = DateTime.UtcNow + SpawnPatience;
+        var pause = TimeSpan.FromMilliseconds(100);
+        while (true)
+        {
+            try
+            {
+                return await supervisor.StartAsync(invocation, attempt).ConfigureAwait(false);
+            }
+            catch (System.ComponentModel.Win32Exception ex) when (IsResourceShortage(ex) && DateTime.UtcNow < giveUpAt)
+            {
+                InvocationLog.SpawnDeferred(logger, invocation.InvocationId, ex.Message);
+            }
+            await Task.Delay(pause).ConfigureAwait(false);
+            pause = pause * 2 < MaxSpawnPause ? pause * 2 : MaxSpawnPause;
+        }
+    }
+
+    // errno: EAGAIN 11, ENOMEM 12, ENFILE 23, EMFILE 24.
+    static bool IsResourceShortage(System.ComponentModel.Win32Exception ex) => ex.NativeErrorCode is 11 or 12 or 23 or 24;
+
+    static readonly TimeSpan SpawnPatience = TimeSpan.FromSeconds(60);
+    static readonly TimeSpan MaxSpawnPause = TimeSpan.FromSeconds(2);
 
     /// <summary>Lets a session run until it ends (publish the completion) or waits (pause it, give the slot back).</summary>
     /// <remarks>

@@ -77,6 +77,10 @@ static partial class InvocationLog
         Message = "Publishing {MessageType} of invocation {InvocationId} failed for {Patience}; giving up")]
     public static partial void PublishGaveUp(ILogger logger, Guid invocationId, string messageType, TimeSpan patience);
 
+    [LoggerMessage(EventId = 21, EventName = "SpawnDeferred", Level = LogLevel.Warning,
+        Message = "Invocation {InvocationId}: the worker could not be started ({Reason}); trying again")]
+    public static partial void SpawnDeferred(ILogger logger, Guid invocationId, string reason);
+
     [LoggerMessage(EventId = 17, EventName = "RunFailed", Level = LogLevel.Error,
         Message = "Invocation {InvocationId}: the run failed in the runner")]
     public static partial void RunFailed(ILogger logger, Guid invocationId, Exception exception);

@@ -15,4 +15,8 @@ static partial class WorkerLog
     [LoggerMessage(EventId = 102, EventName = "WarmSpawnFailed", Level = LogLevel.Error,
         Message = "Could not pre-spawn an idle worker for the warm pool")]
     public static partial void WarmSpawnFailed(ILogger logger, Exception exception);
+
+    [LoggerMessage(EventId = 103, EventName = "OpenFileLimit", Level = LogLevel.Information,
+        Message = "Open-file limit {Limit}: room for about {Workers} live workers (running or paused; three pipes each)")]
+    public static partial void OpenFileLimit(ILogger logger, ulong limit, ulong workers);
 }

@@ -232,6 +232,9 @@ sealed class WorkerSupervisor(IOptions<RunnerOptions> options, ILogger<WorkerSup
 
     public Task StartAsync(CancellationToken cancellationToken)
     {
+        var openFiles = OpenFileLimit.RaiseToHardLimit();
+        if (openFiles > 0)
+            WorkerLog.OpenFileLimit(logger, openFiles, openFiles / 3);
         Replenish();
         return Task.CompletedTask;
     }

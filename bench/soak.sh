@@ -66,4 +66,9 @@ started_broker=1
 eval "$(bash deploy/local/rabbitmq.sh start)"
 log "setup took $((SECONDS - t0)) s"
 
+# Deep trees of waits keep thousands of paused workers (about 9,000 at the peak of the default run), each holding
+# three pipe ends in the service: give the soak's service room for them (root may raise the hard limit).
+if [[ $(id -u) == 0 ]] && (( $(ulimit -Hn) < 65536 )); then
+    ulimit -Hn 65536 && ulimit -Sn 65536 && log "open-file limit raised to 65536 for the soak's service"
+fi
 dotnet "$bench_dll" soak --service-dll "$repo/artifacts/soak/service/RunnerService.dll" --worker "$worker" "$@"

@@ -17,6 +17,6 @@ static partial class WorkerLog
     public static partial void WarmSpawnFailed(ILogger logger, Exception exception);
 
     [LoggerMessage(EventId = 103, EventName = "OpenFileLimit", Level = LogLevel.Information,
-        Message = "Open-file limit {Limit}: room for about {Workers} live workers (running or paused; three pipes each)")]
+        Message = "Open-file limit {Limit}: room for {Workers} live workers (running or paused; three pipes each, 512 descriptors kept free)")]
     public static partial void OpenFileLimit(ILogger logger, ulong limit, ulong workers);
 }

@@ -57,6 +57,12 @@ sealed class WorkerSupervisor(IOptions<RunnerOptions> options, ILogger<WorkerSup
             _claims.TryRemove(invocationId, out _);
     }
 
+    /// <summary>Descriptors kept free for everything else (broker and database connections, HTTP, logs).</summary>
+    const ulong ReservedFiles = 512;
+
+    /// <summary>Most live workers the open-file limit allows (0: unknown, no check).</summary>
+    int _workerRoom;
+
     readonly ConcurrentQueue<WorkerPipes> _warm = new();
     readonly ConcurrentStack<WorkerPipes> _reusable = new();
     int _warming;
@@ -83,7 +89,15 @@ sealed class WorkerSupervisor(IOptions<RunnerOptions> options, ILogger<WorkerSup
             else
                 Discard(idle);
         }
-        pipes ??= await SpawnAsync().ConfigureAwait(false);
+        if (pipes is null)
+        {
+            // Stay clear of the open-file limit: each live worker holds three pipe ends here, and a process start
+            // that runs out of descriptors half-way was seen to corrupt other workers' pipes. Reported as EMFILE,
+            // which the caller treats as a shortage to wait out.
+            if (_workerRoom > 0 && Alive >= _workerRoom)
+                throw new System.ComponentModel.Win32Exception(24, $"{Alive} live workers fill the room the open-file limit leaves ({_workerRoom}); waiting for some to end");
+            pipes = await SpawnAsync().ConfigureAwait(false);
+        }
         Replenish();
 
         var offerReuse = _options.MaxInvocationsPerProcess > 1 && pipes.Runs + 1 < _options.MaxInvocationsPerProcess;
@@ -234,7 +248,10 @@ sealed class WorkerSupervisor(IOptions<RunnerOptions> options, ILogger<WorkerSup
     {
         var openFiles = OpenFileLimit.RaiseToHardLimit();
         if (openFiles > 0)
-            WorkerLog.OpenFileLimit(logger, openFiles, openFiles / 3);
+        {
+            _workerRoom = (int)Math.Min(int.MaxValue, openFiles > ReservedFiles ? (openFiles - ReservedFiles) / 3 : 1);
+            WorkerLog.OpenFileLimit(logger, openFiles, (ulong)_workerRoom);
+        }
         Replenish();
         return Task.CompletedTask;
     }

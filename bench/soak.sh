@@ -11,7 +11,7 @@
 #    Native AOT worker to artifacts/soak/aot-worker (private, so processes of that executable are the soak's own);
 # 3. runs `RunnerService.Bench.dll soak`: one RunnerService (slots 4, Runner__InstanceId=soak-runner,
 #    Runner__StaleAfter=00:00:10, SQLite saga file in a temp dir), N invocations (60% echo, 15% sleep 50..500 ms,
-#    10% fail, 5% crash exitCode 3, 10% fib n=5), SIGKILL + restart at random moments, then the summary.
+#    10% fail, 5% crash exitCode 3, 10% fib n=4, --fib-n), SIGKILL + restart at random moments, then the summary.
 #    Exit code 0 only when every invariant holds. Service logs: /tmp/runner-soak-logs/soak-runner-<start>.log.
 set -euo pipefail
 

@@ -27,12 +27,16 @@ static class Soak
           --service-dll PATH   RunnerService.dll to run (required)
           --worker PATH        worker executable (Runner__WorkerCommand; required)
           --crash-attempts A   MaxAttempts of the crash invocations (default 2: one retry, then Failed)
+          --fib-n N            n of the nested fib invocations (default 4: 9 invocations, 4 of them wait; 1,000 trees
+                               of fib(5) keep ~9,000 paused workers, beyond a 20,000 open-file limit's room)
           --broker URL         AMQP URL (default $RABBITMQ_URL)
           --management URL     management URL (default $RABBITMQ_MANAGEMENT_URL)
           --log-dir DIR        service logs (default /tmp/runner-soak-logs)
         """;
 
     const string InstanceId = "soak-runner";
+
+    static long Fib(int n) => n < 2 ? n : Fib(n - 1) + Fib(n - 2);
 
     sealed class Options
     {
@@ -44,6 +48,7 @@ static class Soak
         public string? ServiceDll;
         public string? Worker;
         public int CrashAttempts = 2;
+        public int FibN = 4;
         public Uri Broker = new(Environment.GetEnvironmentVariable("RABBITMQ_URL") ?? "amqp://guest:guest@127.0.0.1:5822/");
         public Uri Management = new(Environment.GetEnvironmentVariable("RABBITMQ_MANAGEMENT_URL") ?? "http://guest:guest@127.0.0.1:15822/");
         public string LogDir = Path.Combine(Path.GetTempPath(), "runner-soak-logs");
@@ -65,6 +70,7 @@ static class Soak
                     case "--service-dll": o.ServiceDll = Path.GetFullPath(Next()); break;
                     case "--worker": o.Worker = Path.GetFullPath(Next()); break;
                     case "--crash-attempts": o.CrashAttempts = Int(); break;
+                    case "--fib-n": o.FibN = Int(); break;
                     case "--broker": o.Broker = new Uri(Next()); break;
                     case "--management": o.Management = new Uri(Next()); break;
                     case "--log-dir": o.LogDir = Path.GetFullPath(Next()); break;
@@ -193,7 +199,7 @@ static class Soak
                 Kind.Sleep => ("sleep", $"{{\"ms\":{rng.Next(50, 501)}}}"),
                 Kind.Fail => ("fail", "{\"message\":\"soak failure\"}"),
                 Kind.Crash => ("crash", "{\"exitCode\":3}"),
-                _ => ("fib", "{\"n\":5}"),
+                _ => ("fib", $"{{\"n\":{o.FibN}}}"),
             };
             var message = new RunInvocation
             {
@@ -339,8 +345,8 @@ static class Soak
             {
                 if (c.Status != expected)
                     wrong.Add($"{t.TaskName} {c.InvocationId}: {c.Status} (expected {expected}) attempt {c.Attempt} error {c.Error}");
-                else if (t.Kind == Kind.Fib && (c.Result is not { ValueKind: JsonValueKind.Number } r || r.GetInt64() != 5))
-                    wrong.Add($"fib {c.InvocationId}: result {c.Result} (expected 5)");
+                else if (t.Kind == Kind.Fib && (c.Result is not { ValueKind: JsonValueKind.Number } r || r.GetInt64() != Fib(o.FibN)))
+                    wrong.Add($"fib {c.InvocationId}: result {c.Result} (expected {Fib(o.FibN)})");
             }
             if (t.Completed.Select(c => c.Status).Distinct().Count() > 1)
                 conflicting.Add($"{t.TaskName} {t.Completed[0].InvocationId}: {string.Join(", ", t.Completed.Select(c => $"{c.Status}#{c.Attempt}"))}");

@@ -155,7 +155,7 @@ sealed class BenchOptions
           --memory-n N          (f) workers measured per run (default 5)
           --queued N --paused N (g) sizes (default 10000 / 1000); --peak-runs R (default 5), --peak-slots S (default 2)
           --slots S             slots of the service and the baseline (default 2)
-          --only a,b,...        scenarios: a reuse b c d e f g baseline jit (default: all); --skip-g = all but g
+          --only a,b,...        scenarios: a reuse b bwarm c d e f g baseline jit (default: all); --skip-g = all but g
           --quick               smoke sizes (2 runs, small N) — not for published numbers
           --out FILE            JSON output (default bench/results/latest.json)
           --perf-record FILE    perf record -a -g over the first measured (a) run (service with perf map)

@@ -43,6 +43,7 @@ var steps = new (string Id, Func<Task> Run)[]
     ("reuse", scenarios.ThroughputReuseAsync),
     ("jit", scenarios.ThroughputJitWorkerAsync),
     ("b", scenarios.LatencyAsync),
+    ("bwarm", scenarios.LatencyWarmAsync),
     ("c", scenarios.WaitResumeAsync),
     ("d", () => scenarios.CpuBoundAsync(baseline: false)),
     ("baseline", () => scenarios.CpuBoundAsync(baseline: true)),

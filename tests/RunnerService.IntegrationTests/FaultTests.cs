@@ -221,7 +221,7 @@ public sealed class FaultTests(BrokerFixture broker, ITestOutputHelper output)
 
     static async Task AssertSlotsFreeAsync(RunnerProcess runner)
     {
-        var status = await runner.GetStatusAsync();
+        var status = await runner.GetSettledStatusAsync();
         Assert.Equal(0, status.SlotsBusy);
         Assert.Equal(0, status.WorkersAlive);
     }

@@ -76,7 +76,7 @@ public sealed class WaitTests(BrokerFixture broker, ITestOutputHelper output)
         Assert.Equal(InvocationStatus.Succeeded, done.Status);
         Assert.Equal(42, done.Result!.Value.GetProperty("answer").GetInt32());
         Assert.Equal(paused.ProcessId, done.ProcessId);
-        Assert.False(ProcessSignals.IsAlive(paused.ProcessId));
+        await TestBus.PollAsync(() => ProcessSignals.IsAlive(paused.ProcessId) ? null : "gone", TimeSpan.FromSeconds(2), "the waiter's exit");
     }
 
     [Fact]

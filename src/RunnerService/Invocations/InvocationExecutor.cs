@@ -139,6 +139,7 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, IOptions<
                 lease.Dispose();
                 break;
             case SessionOutcome.Final final when ShouldRetry(session, final) is { } delay:
+                await session.AwaitExitAfterFinalAsync().ConfigureAwait(false);
                 supervisor.Remove(session);
                 lease.Dispose();
                 InvocationLog.Retrying(logger, session.InvocationId, session.Attempt, final.Error?.ToString() ?? "", (long)delay.TotalMilliseconds);
@@ -148,10 +149,16 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, IOptions<
                     session.Invocation with { Attempt = session.Attempt + 1, SubmittedAt = DateTimeOffset.UtcNow }).ConfigureAwait(false);
                 break;
             case SessionOutcome.Final final:
+            {
+                // The completion goes out while the worker exits; the slot stays taken until the process is gone, so
+                // there are never more live running workers than slots.
+                var publishing = PublishCompletedAsync(publisher, session.Invocation, session.Attempt, session.Pid, session.QueuedFor, session.RunTime, final);
+                await session.AwaitExitAfterFinalAsync().ConfigureAwait(false);
                 supervisor.Remove(session);
                 lease.Dispose();
-                await PublishCompletedAsync(publisher, session.Invocation, session.Attempt, session.Pid, session.QueuedFor, session.RunTime, final).ConfigureAwait(false);
+                await publishing.ConfigureAwait(false);
                 break;
+            }
             case SessionOutcome.Waiting waiting:
                 session.Pause();
                 lease.Dispose();

@@ -219,7 +219,7 @@ sealed class WorkerSession
                 case ResultMessage result:
                     if (!TryClaimFinal())
                         return new SessionOutcome.Aborted();
-                    await AwaitExitAfterFinalAsync().ConfigureAwait(false);
+                    // The driver publishes the outcome while the worker exits (AwaitExitAfterFinalAsync).
                     return new SessionOutcome.Final(InvocationStatus.Succeeded, result.Result, null);
                 case ErrorMessage { Error: null }:
                     Kill();
@@ -229,7 +229,6 @@ sealed class WorkerSession
                 case ErrorMessage failure:
                     if (!TryClaimFinal())
                         return new SessionOutcome.Aborted();
-                    await AwaitExitAfterFinalAsync().ConfigureAwait(false);
                     return new SessionOutcome.Final(InvocationStatus.Failed, null, failure.Error, failure.Retryable);
                 default:
                     Kill();
@@ -262,10 +261,16 @@ sealed class WorkerSession
 
     /// <summary>
     /// After a final message the worker should exit on its own; one that lingers is killed. In reuse mode a worker
-    /// that was offered another invocation stays: the session ends with it idle.
+    /// that was offered another invocation stays: the session ends with it idle. The driver calls this after a
+    /// <see cref="SessionOutcome.Final"/> and keeps the slot until it returns; other outcomes already waited.
     /// </summary>
-    async Task AwaitExitAfterFinalAsync()
+    public async Task AwaitExitAfterFinalAsync()
     {
+        if (Exited.IsCompleted)
+        {
+            State = WorkerState.Exited;
+            return;
+        }
         if (ReuseOffered && _pipes.Reusable && !Exited.IsCompleted)
         {
             WorkerIdleAfterFinal = true;

@@ -109,6 +109,22 @@ public sealed class RunnerProcess : IAsyncDisposable
     public async Task<ServiceStatus> GetStatusAsync() =>
         (await _http.GetFromJsonAsync<ServiceStatus>("status"))!;
 
+    /// <summary>
+    /// The status once every slot is free, or the last one seen after 500 ms. A completion is published while its
+    /// worker exits and the slot is released when the process is gone, a moment after the completion.
+    /// </summary>
+    public async Task<ServiceStatus> GetSettledStatusAsync()
+    {
+        var deadline = DateTime.UtcNow.AddMilliseconds(500);
+        while (true)
+        {
+            var status = await GetStatusAsync();
+            if ((status.SlotsBusy == 0 && status.WorkersAlive == status.Workers.Count) || DateTime.UtcNow > deadline)
+                return status;
+            await Task.Delay(10);
+        }
+    }
+
     /// <summary>Pids of this service's live child processes, read from /proc (an outside view, not the service's own).</summary>
     public IReadOnlyList<int> ChildPids()
     {

@@ -33,7 +33,7 @@ public sealed class ReuseModeTests(BrokerFixture broker, ITestOutputHelper outpu
         Assert.InRange(perProcess.Length, 8, 20); // processes were reused (40 ÷ 5 = 8 at best)
 
         // Idle reused workers live on (at most one per slot); a service stop ends them.
-        var status = await env.Runner.GetSettledStatusAsync();
+        var status = await env.Runner.GetSettledStatusAsync(idleWorkers: 2);
         Assert.InRange(status.WorkersAlive, 0, 2);
         Assert.Equal(0, status.SlotsBusy);
         var idle = env.Runner.ChildPids();

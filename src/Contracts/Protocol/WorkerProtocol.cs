@@ -85,15 +85,15 @@ public static class WorkerProtocol
                 default: throw new ArgumentException($"unknown message type {message.GetType().Name}", nameof(message));
             }
         }
-        // body is {...}: write {"type":"<name>" then the body's members.
-        stream.Write("{\"type\":\""u8);
-        stream.Write(Encoding.UTF8.GetBytes(TypeName(message)));
-        stream.WriteByte((byte)'"');
+        // body is {...}: the line is {"type":"<name>" then the body's members, written in one piece (one write).
         var written = body.WrittenSpan;
-        if (written.Length > 2)
-            stream.WriteByte((byte)',');
-        stream.Write(written[1..]);
-        stream.WriteByte((byte)'\n');
+        var line = new System.Buffers.ArrayBufferWriter<byte>(written.Length + 32);
+        System.Buffers.BuffersExtensions.Write(line, "{\"type\":\""u8);
+        System.Buffers.BuffersExtensions.Write(line, Encoding.UTF8.GetBytes(TypeName(message)));
+        System.Buffers.BuffersExtensions.Write(line, written.Length > 2 ? "\","u8 : "\""u8);
+        System.Buffers.BuffersExtensions.Write(line, written[1..]);
+        System.Buffers.BuffersExtensions.Write(line, "\n"u8);
+        stream.Write(line.WrittenSpan);
     }
 
     /// <summary>The <c>type</c> discriminator of a message.</summary>

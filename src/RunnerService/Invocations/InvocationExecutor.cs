@@ -56,7 +56,7 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, IOptions<
             Reuse = session.ReuseOffered,
         });
         InvocationLog.Started(logger, invocation.InvocationId, invocation.TaskName, session.Pid, attempt);
-        await PublishReliablyAsync(context, invocation.InvocationId, new InvocationStarted
+        await PublishOrAbandonAsync(session, context, new InvocationStarted
         {
             InvocationId = invocation.InvocationId,
             TaskName = invocation.TaskName,
@@ -165,7 +165,7 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, IOptions<
                 InvocationLog.Paused(logger, session.InvocationId, session.Pid, waiting.InvocationIds.Count);
                 RunnerActivitySource.Paused(waiting.InvocationIds.Count);
                 // Like the completion, the wait must reach the saga or nobody will ever resume this worker.
-                await PublishReliablyAsync(publisher, session.InvocationId, new InvocationWaitingFor
+                await PublishOrAbandonAsync(session, publisher, new InvocationWaitingFor
                 {
                     InvocationId = session.InvocationId,
                     WaitingFor = waiting.InvocationIds,
@@ -258,6 +258,26 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, IOptions<
         };
         // The completion is the one thing that must get out: ride out a broker restart rather than drop it.
         await PublishReliablyAsync(publisher, invocation.InvocationId, completed).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Publishes an event the invocation cannot go on without (Started, WaitingFor). If even the retries give up,
+    /// the worker is killed and forgotten (not counted as finished here), so nothing is left half-driven: the
+    /// delivery faults, and the saga's recovery or a redelivery takes the invocation from there.
+    /// </summary>
+    async Task PublishOrAbandonAsync<T>(WorkerSession session, IPublishEndpoint publisher, T message) where T : class
+    {
+        try
+        {
+            await PublishReliablyAsync(publisher, session.InvocationId, message).ConfigureAwait(false);
+        }
+        catch (Exception)
+        {
+            session.Kill();
+            await session.Exited.ConfigureAwait(false);
+            supervisor.Remove(session, finished: false);
+            throw;
+        }
     }
 
     /// <summary>

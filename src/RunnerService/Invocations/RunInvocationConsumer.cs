@@ -54,9 +54,10 @@ sealed class RunInvocationConsumer(
         try
         {
             var attempt = Math.Max(1, invocation.Attempt);
-            if (context.ReceiveContext.Redelivered && supervisor.FinishedHere(invocation.InvocationId, attempt))
+            if (supervisor.FinishedHere(invocation.InvocationId, attempt))
             {
-                // The first delivery was lost with its channel after the run had ended here; its events are published.
+                // A redelivery after the first delivery was lost with its channel, or a second publish of the same
+                // invocation (a publish retried after a lost confirm): the run has ended here, its events are out.
                 InvocationLog.AlreadyFinishedHere(logger, invocation.InvocationId, attempt);
                 return;
             }

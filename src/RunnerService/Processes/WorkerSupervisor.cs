@@ -152,7 +152,7 @@ sealed class WorkerSupervisor(IOptions<RunnerOptions> options, ILogger<WorkerSup
     /// <summary>Tops the warm pool up to <see cref="RunnerOptions.WarmWorkers"/> idle workers, in the background.</summary>
     void Replenish()
     {
-        while (!_stopping && _warm.Count + Volatile.Read(ref _warming) < _options.WarmWorkers)
+        while (!_stopping && _warm.Count + Volatile.Read(ref _warming) < _options.WarmWorkers && (_workerRoom == 0 || Alive < _workerRoom))
         {
             Interlocked.Increment(ref _warming);
             _ = Task.Run(async () =>
@@ -190,11 +190,12 @@ sealed class WorkerSupervisor(IOptions<RunnerOptions> options, ILogger<WorkerSup
     }
 
     /// <summary>Forgets a session whose worker has ended.</summary>
-    public void Remove(WorkerSession session)
+    public void Remove(WorkerSession session, bool finished = true)
     {
         if (_sessions.TryRemove(new KeyValuePair<Guid, WorkerSession>(session.InvocationId, session)))
         {
-            _finished[session.InvocationId] = (DateTime.UtcNow, session.Attempt);
+            if (finished)
+                _finished[session.InvocationId] = (DateTime.UtcNow, session.Attempt);
             _claims.TryRemove(session.InvocationId, out _);
             if (session.WorkerIdleAfterFinal)
                 Recycle(session.Pipes);
@@ -216,7 +217,11 @@ sealed class WorkerSupervisor(IOptions<RunnerOptions> options, ILogger<WorkerSup
         if (_stopping || pipes.Exited.IsCompleted || _reusable.Count >= _options.EffectiveSlots)
             Discard(pipes);
         else
+        {
             _reusable.Push(pipes);
+            if (_stopping)
+                pipes.Kill(); // the stop may have emptied the pool just before this push
+        }
     }
 
     static readonly TimeSpan FinishedMemory = TimeSpan.FromMinutes(5);

@@ -110,16 +110,18 @@ public sealed class RunnerProcess : IAsyncDisposable
         (await _http.GetFromJsonAsync<ServiceStatus>("status"))!;
 
     /// <summary>
-    /// The status once every slot is free, or the last one seen after 500 ms. A completion is published while its
-    /// worker exits and the slot is released when the process is gone, a moment after the completion.
+    /// The status once every slot is free and no worker without a session is left (or the last one seen after 5 s, a
+    /// worker's exit grace). A completion is published while its worker exits, and the slot is released when the
+    /// process is gone, a moment after the completion. With <paramref name="idleWorkers"/> (reuse mode) that many
+    /// idle pooled workers may stay alive.
     /// </summary>
-    public async Task<ServiceStatus> GetSettledStatusAsync()
+    public async Task<ServiceStatus> GetSettledStatusAsync(int idleWorkers = 0)
     {
-        var deadline = DateTime.UtcNow.AddMilliseconds(500);
+        var deadline = DateTime.UtcNow.AddSeconds(5);
         while (true)
         {
             var status = await GetStatusAsync();
-            if ((status.SlotsBusy == 0 && status.WorkersAlive == status.Workers.Count) || DateTime.UtcNow > deadline)
+            if ((status.SlotsBusy == 0 && status.WorkersAlive <= status.Workers.Count + idleWorkers) || DateTime.UtcNow > deadline)
                 return status;
             await Task.Delay(10);
         }

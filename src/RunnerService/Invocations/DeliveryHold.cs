@@ -1,3 +1,5 @@
+using Microsoft.Extensions.Logging;
+
 namespace RunnerService.Invocations;
 
 /// <summary>How long a consume holds its delivery while the invocation it started runs on.</summary>
@@ -7,9 +9,10 @@ static class DeliveryHold
     /// Waits for <paramref name="running"/>, but no longer than <paramref name="holdLimit"/> (the broker's consumer
     /// timeout must not fire) and no longer than the delivery lives: when the channel is lost MassTransit cancels the
     /// delivery and waits for the consume to return before the connection can be rebuilt, so holding on would stall
-    /// every publish of this replica. True when the run ended first; otherwise the run goes on without its delivery.
+    /// every publish of this replica. True when the run ended first; otherwise the run goes on without its delivery
+    /// (logged), and it owns its own clean-up.
     /// </summary>
-    public static async Task<HoldOutcome> HoldAsync(Task running, TimeSpan holdLimit, CancellationToken delivery)
+    public static async Task<bool> HoldAsync(Task running, TimeSpan holdLimit, CancellationToken delivery, ILogger logger, Guid invocationId)
     {
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(delivery);
         var limit = Task.Delay(holdLimit, stop.Token);
@@ -18,15 +21,12 @@ static class DeliveryHold
         if (first == running)
         {
             await running.ConfigureAwait(false);
-            return HoldOutcome.Finished;
+            return true;
         }
-        return delivery.IsCancellationRequested ? HoldOutcome.DeliveryLost : HoldOutcome.HoldLimitReached;
+        if (delivery.IsCancellationRequested)
+            InvocationLog.DeliveryLost(logger, invocationId);
+        else
+            InvocationLog.HandedOff(logger, invocationId, holdLimit);
+        return false;
     }
-}
-
-enum HoldOutcome
-{
-    Finished,
-    HoldLimitReached,
-    DeliveryLost,
 }

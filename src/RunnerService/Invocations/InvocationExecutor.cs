@@ -22,7 +22,7 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, IOptions<
     public Uri InstanceAddress => new($"queue:{_options.InstanceQueue}");
 
     /// <summary>Starts a fresh worker for <paramref name="invocation"/> and drives it until it ends or waits.</summary>
-    public async Task RunNewAsync(ConsumeContext context, RunInvocation invocation, int attempt, DateTime queuedSince, SlotLease lease, CancellationToken cancellationToken)
+    public async Task RunNewAsync(ConsumeContext context, RunInvocation invocation, int attempt, DateTime queuedSince, SlotLease lease)
     {
         using var runActivity = RunnerActivitySource.StartRun(context, invocation, attempt);
         var queuedFor = DateTime.UtcNow - queuedSince;
@@ -68,7 +68,7 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, IOptions<
             StartedAt = session.StartedAt,
         }).ConfigureAwait(false);
 
-        await DriveAsync(session, lease, cancellationToken).ConfigureAwait(false);
+        await DriveAsync(session, lease).ConfigureAwait(false);
     }
 
     /// <summary>
@@ -105,7 +105,7 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, IOptions<
     /// Everything from here on publishes through the bus, not the consume context: the delivery may be gone long
     /// before the worker ends (consumer timeout, hand-off, lost channel), the bus is not.
     /// </remarks>
-    public async Task DriveAsync(WorkerSession session, SlotLease lease, CancellationToken cancellationToken)
+    public async Task DriveAsync(WorkerSession session, SlotLease lease)
     {
         IPublishEndpoint publisher = bus;
         SessionOutcome outcome;
@@ -113,13 +113,7 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, IOptions<
         {
             // The worker's life does not follow the delivery's: the broker may cancel a delivery (consumer timeout,
             // lost channel) while the invocation runs on. Only the shutdown coordinator takes a worker away.
-            outcome = await session.RunAsync(new Relay(this, publisher), CancellationToken.None).ConfigureAwait(false);
-        }
-        catch (OperationCanceledException)
-        {
-            InvocationLog.Aborted(logger, session.InvocationId, session.Pid);
-            supervisor.Remove(session);
-            throw;
+            outcome = await session.RunAsync(new Relay(this, publisher)).ConfigureAwait(false);
         }
         catch (Exception ex)
         {
@@ -144,7 +138,7 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, IOptions<
                 lease.Dispose();
                 InvocationLog.Retrying(logger, session.InvocationId, session.Attempt, final.Error?.ToString() ?? "", (long)delay.TotalMilliseconds);
                 // The delivery stays unacked during the back-off, so a crash now still redelivers the invocation.
-                await Task.Delay(delay, cancellationToken).ConfigureAwait(false);
+                await Task.Delay(delay).ConfigureAwait(false);
                 await PublishReliablyAsync(publisher, session.InvocationId,
                     session.Invocation with { Attempt = session.Attempt + 1, SubmittedAt = DateTimeOffset.UtcNow }).ConfigureAwait(false);
                 break;
@@ -181,7 +175,7 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, IOptions<
     }
 
     /// <summary>Writes the awaited outcomes to a paused worker, lets it run (SIGCONT) and drives it on.</summary>
-    public async Task ResumeAsync(ConsumeContext context, WorkerSession session, IReadOnlyList<DependencyOutcome> results, SlotLease lease, CancellationToken cancellationToken)
+    public async Task ResumeAsync(ConsumeContext context, WorkerSession session, IReadOnlyList<DependencyOutcome> results, SlotLease lease)
     {
         var pausedFor = session.PausedAt is { } pausedAt ? DateTimeOffset.UtcNow - pausedAt : TimeSpan.Zero;
         using var runActivity = RunnerActivitySource.StartResume(context, session.Invocation, session.Attempt, pausedFor);
@@ -198,7 +192,7 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, IOptions<
             ResumedAt = DateTimeOffset.UtcNow,
             WaitSequence = session.WaitSequence,
         }).ConfigureAwait(false);
-        await DriveAsync(session, lease, cancellationToken).ConfigureAwait(false);
+        await DriveAsync(session, lease).ConfigureAwait(false);
     }
 
     /// <summary>A resume arrived for a worker this replica no longer has (it restarted): have the saga run it again.</summary>

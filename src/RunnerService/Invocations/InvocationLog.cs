@@ -25,10 +25,6 @@ static partial class InvocationLog
         Message = "Invocation {InvocationId} pid {Pid} paused, waiting for {Count} invocation(s)")]
     public static partial void Paused(ILogger logger, Guid invocationId, int pid, int count);
 
-    [LoggerMessage(EventId = 6, EventName = "InvocationAborted", Level = LogLevel.Warning,
-        Message = "Invocation {InvocationId} pid {Pid} killed because the service is stopping; the message returns to the queue")]
-    public static partial void Aborted(ILogger logger, Guid invocationId, int pid);
-
     [LoggerMessage(EventId = 7, EventName = "RunnerFault", Level = LogLevel.Error,
         Message = "Invocation {InvocationId}: the runner failed while driving its worker")]
     public static partial void RunnerFault(ILogger logger, Guid invocationId, Exception exception);

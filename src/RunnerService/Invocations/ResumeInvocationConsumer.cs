@@ -38,22 +38,14 @@ sealed class ResumeInvocationConsumer(
         var lease = await slots.AcquireAsync(SlotPriority.Resume, context.CancellationToken).ConfigureAwait(false);
         var running = RunAsync(context, session, message, lease);
         // As for a new invocation: the resumed run holds this delivery, within the hold limit and the channel's life.
-        switch (await DeliveryHold.HoldAsync(running, options.Value.DeliveryHoldLimit, context.CancellationToken).ConfigureAwait(false))
-        {
-            case HoldOutcome.HoldLimitReached:
-                InvocationLog.HandedOff(logger, session.InvocationId, options.Value.DeliveryHoldLimit);
-                break;
-            case HoldOutcome.DeliveryLost:
-                InvocationLog.DeliveryLost(logger, session.InvocationId);
-                break;
-        }
+        await DeliveryHold.HoldAsync(running, options.Value.DeliveryHoldLimit, context.CancellationToken, logger, session.InvocationId).ConfigureAwait(false);
     }
 
     async Task RunAsync(ConsumeContext context, WorkerSession session, ResumeInvocation message, SlotLease lease)
     {
         try
         {
-            await executor.ResumeAsync(context, session, message.Results, lease, CancellationToken.None).ConfigureAwait(false);
+            await executor.ResumeAsync(context, session, message.Results, lease).ConfigureAwait(false);
         }
         catch (Exception ex)
         {

@@ -62,7 +62,7 @@ sealed class RunInvocationConsumer(
                 return;
             }
             // A redelivery, a retry or a reroute may meet another live run of the same invocation: the saga decides.
-            if ((context.ReceiveContext.Redelivered || invocation.Attempt > 1) && !await claims.TryClaimAsync(context, invocation).ConfigureAwait(false))
+            if ((context.ReceiveContext.Redelivered || attempt > 1) && !await claims.TryClaimAsync(context, invocation).ConfigureAwait(false))
                 return;
             using var scope = logger.BeginScope(new Dictionary<string, object> { ["InvocationId"] = invocation.InvocationId, ["TaskName"] = invocation.TaskName });
             var queuedSince = invocation.SubmittedAt?.UtcDateTime ?? context.SentTime ?? DateTime.UtcNow;
@@ -71,17 +71,8 @@ sealed class RunInvocationConsumer(
             // Hold the delivery while the invocation runs (a crash then redelivers it), but not past the broker's
             // consumer timeout: after DeliveryHoldLimit the delivery is acknowledged and the saga (with the recovery
             // check) is the invocation's durable owner, exactly as for a paused one. A lost channel ends the hold too.
-            switch (await DeliveryHold.HoldAsync(running, options.Value.DeliveryHoldLimit, context.CancellationToken).ConfigureAwait(false))
-            {
-                case HoldOutcome.Finished:
-                    return;
-                case HoldOutcome.HoldLimitReached:
-                    InvocationLog.HandedOff(logger, invocation.InvocationId, options.Value.DeliveryHoldLimit);
-                    break;
-                case HoldOutcome.DeliveryLost:
-                    InvocationLog.DeliveryLost(logger, invocation.InvocationId);
-                    break;
-            }
+            if (await DeliveryHold.HoldAsync(running, options.Value.DeliveryHoldLimit, context.CancellationToken, logger, invocation.InvocationId).ConfigureAwait(false))
+                return;
             claimed = false; // the background run releases the claim when it ends
         }
         finally
@@ -95,7 +86,7 @@ sealed class RunInvocationConsumer(
     {
         try
         {
-            await executor.RunNewAsync(context, invocation, Math.Max(1, invocation.Attempt), queuedSince, lease, CancellationToken.None).ConfigureAwait(false);
+            await executor.RunNewAsync(context, invocation, Math.Max(1, invocation.Attempt), queuedSince, lease).ConfigureAwait(false);
         }
         catch (Exception ex)
         {

@@ -14,8 +14,6 @@ sealed class WorkerSession
 {
     static readonly TimeSpan ExitGrace = TimeSpan.FromSeconds(5);
     readonly WorkerPipes _pipes;
-    readonly LineReader _stdout;
-    readonly Stream _stdin;
     readonly ILogger _logger;
     readonly Stopwatch _runClock = new();
     TimeSpan _budget;
@@ -28,11 +26,7 @@ sealed class WorkerSession
         Attempt = attempt;
         _budget = timeout;
         _logger = logger;
-        Pid = pipes.Pid;
         StartedAt = DateTimeOffset.UtcNow;
-        _stdout = pipes.Stdout;
-        _stdin = pipes.Stdin;
-        Exited = pipes.Exited;
         ReuseOffered = offerReuse;
         pipes.Runs++;
         pipes.Current = this;
@@ -52,10 +46,10 @@ sealed class WorkerSession
     public RunInvocation Invocation { get; }
     public Guid InvocationId => Invocation.InvocationId;
     public int Attempt { get; }
-    public int Pid { get; }
+    public int Pid => _pipes.Pid;
     public DateTimeOffset StartedAt { get; }
     public WorkerState State { get; private set; } = WorkerState.Running;
-    public Task Exited { get; }
+    public Task Exited => _pipes.Exited;
 
     /// <summary>How long the invocation queued before this worker started.</summary>
     public TimeSpan QueuedFor { get; set; }
@@ -96,8 +90,8 @@ sealed class WorkerSession
     {
         try
         {
-            WorkerProtocol.Write(_stdin, message);
-            _stdin.Flush();
+            WorkerProtocol.Write(_pipes.Stdin, message);
+            _pipes.Stdin.Flush();
             return true;
         }
         catch (IOException)
@@ -111,17 +105,16 @@ sealed class WorkerSession
     }
 
     /// <summary>
-    /// Lets the worker run until it ends or asks to wait. On <paramref name="cancellationToken"/> the worker is
-    /// killed and <see cref="OperationCanceledException"/> thrown once it is gone.
+    /// Lets the worker run until it ends or asks to wait. Only its timeout or the shutdown coordinator
+    /// (<see cref="TryAbort"/>) takes it away early: the worker's life does not follow the delivery's.
     /// </summary>
-    public async Task<SessionOutcome> RunAsync(ISessionCallbacks callbacks, CancellationToken cancellationToken)
+    public async Task<SessionOutcome> RunAsync(ISessionCallbacks callbacks)
     {
         State = WorkerState.Running;
         _runClock.Start();
         using var timeout = new CancellationTokenSource(_budget > TimeSpan.Zero ? _budget : TimeSpan.FromMilliseconds(1));
         // Kill instead of cancelling the read: the read then ends with end-of-stream, whatever the pipe supports.
         using var onTimeout = timeout.Token.Register(Kill);
-        using var onCancel = cancellationToken.Register(Kill);
         try
         {
             var outcome = await ReadUntilOutcomeAsync(callbacks).ConfigureAwait(false);
@@ -129,11 +122,6 @@ sealed class WorkerSession
                 return new SessionOutcome.Aborted();
             if (outcome is SessionOutcome.Final && !TryClaimFinal())
                 return new SessionOutcome.Aborted(); // killed by the service, not by its own fault
-            if (cancellationToken.IsCancellationRequested)
-            {
-                await Exited.ConfigureAwait(false);
-                cancellationToken.ThrowIfCancellationRequested();
-            }
             if (timeout.IsCancellationRequested && outcome is not SessionOutcome.Waiting)
             {
                 await Exited.ConfigureAwait(false);
@@ -156,7 +144,7 @@ sealed class WorkerSession
     {
         while (true)
         {
-            var read = await _stdout.ReadLineAsync(CancellationToken.None).ConfigureAwait(false);
+            var read = await _pipes.Stdout.ReadLineAsync(CancellationToken.None).ConfigureAwait(false);
             switch (read.Kind)
             {
                 case LineReadKind.EndOfStream:
@@ -169,9 +157,9 @@ sealed class WorkerSession
                     var head = Preview(read.Bytes.Span);
                     return head.Contains("\"type\":\"result\"", StringComparison.Ordinal)
                         ? SessionOutcome.Failed(InvocationErrorTypes.ResultTooLarge,
-                            $"the result is larger than the limit of {_stdout.MaxLineBytes} bytes (Runner:MaxMessageBytes)")
+                            $"the result is larger than the limit of {_pipes.Stdout.MaxLineBytes} bytes (Runner:MaxMessageBytes)")
                         : SessionOutcome.Failed(InvocationErrorTypes.ProtocolViolation,
-                            $"the worker wrote a line longer than the limit of {_stdout.MaxLineBytes} bytes, starting '{head}'");
+                            $"the worker wrote a line longer than the limit of {_pipes.Stdout.MaxLineBytes} bytes, starting '{head}'");
             }
 
             if (read.Bytes.Length == 0)
@@ -266,35 +254,29 @@ sealed class WorkerSession
     /// </summary>
     public async Task AwaitExitAfterFinalAsync()
     {
-        if (Exited.IsCompleted)
-        {
-            State = WorkerState.Exited;
-            return;
-        }
         if (ReuseOffered && _pipes.Reusable && !Exited.IsCompleted)
-        {
             WorkerIdleAfterFinal = true;
-            State = WorkerState.Exited;
-            return;
-        }
-        if (await Task.WhenAny(Exited, Task.Delay(ExitGrace)).ConfigureAwait(false) != Exited)
-        {
-            Kill();
-            await Exited.ConfigureAwait(false);
-        }
+        else
+            await ExitOrKillAsync().ConfigureAwait(false);
         State = WorkerState.Exited;
+    }
+
+    /// <summary>Waits up to <see cref="ExitGrace"/> for the worker to exit, then kills it; true when it had to be killed.</summary>
+    async Task<bool> ExitOrKillAsync()
+    {
+        if (await Task.WhenAny(Exited, Task.Delay(ExitGrace)).ConfigureAwait(false) == Exited)
+            return false;
+        Kill();
+        await Exited.ConfigureAwait(false);
+        return true;
     }
 
     async Task<SessionOutcome> DescribeExitAsync(string what)
     {
-        if (await Task.WhenAny(Exited, Task.Delay(ExitGrace)).ConfigureAwait(false) != Exited)
-        {
-            Kill();
-            await Exited.ConfigureAwait(false);
-            State = WorkerState.Exited;
-            return SessionOutcome.Failed(InvocationErrorTypes.ProtocolViolation, $"the worker {what} and did not exit; it was killed");
-        }
+        var killed = await ExitOrKillAsync().ConfigureAwait(false);
         State = WorkerState.Exited;
+        if (killed)
+            return SessionOutcome.Failed(InvocationErrorTypes.ProtocolViolation, $"the worker {what} and did not exit; it was killed");
         var code = ExitCode;
         // .NET reports death by signal N as exit code 128+N, as shells do.
         if (code > 128 && code <= 128 + 64)

@@ -228,15 +228,9 @@ sealed class WorkerSupervisor(IOptions<RunnerOptions> options, ILogger<WorkerSup
     readonly ConcurrentDictionary<Guid, (DateTime At, int Attempt)> _finished = new();
 
     /// <summary>
-    /// True for an invocation whose worker ended here within the last minutes: its final events may still be on their
-    /// way to the saga, so it is not an orphan.
-    /// </summary>
-    public bool FinishedRecently(Guid invocationId) =>
-        _finished.TryGetValue(invocationId, out var finished) && DateTime.UtcNow - finished.At < FinishedMemory;
-
-    /// <summary>
     /// True when this replica ran <paramref name="attempt"/> (or a later attempt) of the invocation to its end within the
-    /// last minutes: a redelivery of that attempt (its delivery was lost with the channel) must not run it again.
+    /// last minutes: a redelivery of that attempt (its delivery was lost with the channel) must not run it again, and
+    /// its final events may still be on their way to the saga (so it is not an orphan).
     /// </summary>
     public bool FinishedHere(Guid invocationId, int attempt) =>
         _finished.TryGetValue(invocationId, out var finished) && finished.Attempt >= attempt && DateTime.UtcNow - finished.At < FinishedMemory;

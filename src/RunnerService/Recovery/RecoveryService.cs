@@ -90,7 +90,7 @@ sealed class RecoveryService(
             if (now - saga.UpdatedAt < _options.StaleAfter)
                 continue;
             var lost = saga.OwnerInstance == me
-                ? !supervisor.TryGet(saga.CorrelationId, out _) && !supervisor.IsClaimed(saga.CorrelationId) && !supervisor.FinishedRecently(saga.CorrelationId)
+                ? !supervisor.TryGet(saga.CorrelationId, out _) && !supervisor.IsClaimed(saga.CorrelationId) && !supervisor.FinishedHere(saga.CorrelationId, attempt: 1)
                 : registry.IsStale(saga.OwnerInstance!);
             if (!lost)
                 continue;

@@ -19,7 +19,8 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, IOptions<
 {
     readonly RunnerOptions _options = options.Value;
 
-    public Uri InstanceAddress => new($"queue:{_options.InstanceQueue}");
+    /// <summary>This replica's own queue, where the saga sends resumes of the workers it holds.</summary>
+    public Uri InstanceAddress { get; } = new($"queue:{options.Value.InstanceQueue}");
 
     /// <summary>Starts a fresh worker for <paramref name="invocation"/> and drives it until it ends or waits.</summary>
     public async Task RunNewAsync(ConsumeContext context, RunInvocation invocation, int attempt, DateTime queuedSince, SlotLease lease)

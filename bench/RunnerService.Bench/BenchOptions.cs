@@ -57,7 +57,7 @@ sealed class BenchOptions
     /// <summary>Extra environment for every RunnerService the bench starts (experiments: --service-env K=V).</summary>
     public Dictionary<string, string> ServiceEnvironment { get; } = [];
 
-    /// <summary>When set: `perf record -a -g` over the first measured (a) run, written to this file.</summary>
+    /// <summary>When set: `perf record -a -g` over the first measured (a) run, written to this file (and a.reuse to FILE.reuse).</summary>
     public string? PerfRecord { get; set; }
 
     public string AotWorkerPath => AotWorker ?? Path.Combine(RepoRoot, "artifacts", "aot-worker", "WorkerProcess");
@@ -158,7 +158,7 @@ sealed class BenchOptions
           --only a,b,...        scenarios: a reuse b bwarm c d e f g baseline jit (default: all); --skip-g = all but g
           --quick               smoke sizes (2 runs, small N) — not for published numbers
           --out FILE            JSON output (default bench/results/latest.json)
-          --perf-record FILE    perf record -a -g over the first measured (a) run (service with perf map)
+          --perf-record FILE    perf record -a -g over the first measured (a) run (service with perf map); FILE.reuse: the same for a.reuse
           --service-env K=V     extra environment for the RunnerService processes (repeatable; for experiments)
           --broker URL --management URL --broker-pid-file FILE (default from RABBITMQ_URL, RABBITMQ_MANAGEMENT_URL, BENCH_BROKER_PID_FILE)
           --aot-worker PATH --service-dll PATH --jit-worker-dll PATH --spawnfloor PATH --repo DIR

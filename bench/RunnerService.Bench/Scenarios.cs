@@ -50,8 +50,7 @@ sealed class Scenarios(BenchOptions o, BrokerAdmin admin, Report report)
             Id = "a.capacity", Name = "(a) derived: cores ÷ own CPU ms per invocation (service+workers+broker+client)", Unit = "inv/s",
             Note = "what the measured CPU cost per invocation allows on this machine with no other load; not a throughput measurement",
         });
-        await using var env = await RunnerEnvironmentAsync("a", BenchBus.Events.None, o.Slots, extra: o.PerfRecord is null ? null
-            : new Dictionary<string, string> { ["DOTNET_PerfMapEnabled"] = "1", ["DOTNET_EnableWriteXorExecute"] = "0" });
+        await using var env = await RunnerEnvironmentAsync("a", BenchBus.Events.None, o.Slots, extra: PerfEnvironment());
         await WarmUpAsync(env, 1000, figure);
         for (var run = 0; run < o.Runs; run++)
         {
@@ -77,12 +76,15 @@ sealed class Scenarios(BenchOptions o, BrokerAdmin admin, Report report)
             Id = "a.reuse", Name = "(a) throughput, reuse mode (MaxInvocationsPerProcess 1000)", Unit = "inv/s", Target = "≥ 1,800", Meets = v => v >= 1800,
             BaselineId = "a.base",
         });
-        await using var env = await RunnerEnvironmentAsync("areuse", BenchBus.Events.None, o.Slots,
-            extra: new Dictionary<string, string> { ["Runner__MaxInvocationsPerProcess"] = "1000" });
+        var extra = PerfEnvironment() ?? [];
+        extra["Runner__MaxInvocationsPerProcess"] = "1000";
+        await using var env = await RunnerEnvironmentAsync("areuse", BenchBus.Events.None, o.Slots, extra: extra);
         await WarmUpAsync(env, 1000, figure);
         for (var run = 0; run < o.Runs; run++)
         {
+            using var perf = run == 0 && o.PerfRecord is not null ? StartPerf(o.PerfRecord + ".reuse") : null;
             var r = await ThroughputRunAsync(env, o.ThroughputN, "echo", EchoArgs, sagaQueue: "invocation-state");
+            perf?.Stop();
             figure.Runs.Add(r.PerSecond);
             figure.Details[$"run{run + 1}"] = r.Details;
             Log($"(a, reuse) run {run + 1}: {r.PerSecond:F0}/s completions, {r.SustainedPerSecond:F0}/s incl. saga drain, failures {r.Failures}");
@@ -196,6 +198,10 @@ sealed class Scenarios(BenchOptions o, BrokerAdmin admin, Report report)
         }
         return clock.Elapsed;
     }
+
+    /// <summary>With --perf-record: the service writes a perf map, so its JIT-compiled frames have names.</summary>
+    Dictionary<string, string>? PerfEnvironment() => o.PerfRecord is null ? null
+        : new Dictionary<string, string> { ["DOTNET_PerfMapEnabled"] = "1", ["DOTNET_EnableWriteXorExecute"] = "0" };
 
     static PerfSession? StartPerf(string output)
     {

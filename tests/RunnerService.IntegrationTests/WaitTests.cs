@@ -139,6 +139,41 @@ public sealed class WaitTests(BrokerFixture broker, ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task The_saga_hears_of_a_short_invocation_only_at_its_end_and_of_a_long_one_while_it_runs()
+    {
+        await using var env = await RunnerEnvironment.StartAsync(broker, output, slots: 2);
+
+        // Short and never waits: the hot path costs the saga one event, the completion.
+        var echo = await env.Bus.Client.RunAsync("echo", Json.Parse("{\"x\":1}")).WaitAsync(Patience);
+        var echoReport = await FinalReportAsync(env, echo.InvocationId);
+        Assert.Equal(["Succeeded"], echoReport.History.Select(h => h.To).ToArray());
+
+        // Still running after Runner:TrackAfter (1 s): tracked, so status shows it running here, with its process.
+        var sleepId = NewId.NextGuid();
+        await env.Bus.Client.SubmitAsync(new RunInvocation { InvocationId = sleepId, TaskName = "sleep", Arguments = Json.Parse("{\"ms\":4000}") });
+        var started = await env.Bus.WaitForStartedAsync(sleepId, Patience);
+        var running = await TestBus.PollAsync(async () => (await env.Bus.Client.GetStatusAsync(sleepId)) is { Status: "Running" } r ? r : null,
+            TimeSpan.FromSeconds(3.5), "the saga's record of the running sleep");
+        Assert.Equal((await env.Runner.GetStatusAsync()).Instance, running.OwnerInstance);
+        Assert.Equal(started.ProcessId, running.ProcessId);
+        Assert.Equal("sleep", running.TaskName);
+        Assert.True(running.History[0].At - started.StartedAt >= TimeSpan.FromSeconds(0.9),
+            $"tracked {(running.History[0].At - started.StartedAt).TotalMilliseconds:F0} ms after the start, before Runner:TrackAfter");
+
+        var sleepReport = await FinalReportAsync(env, sleepId);
+        Assert.Equal(["Running", "Succeeded"], sleepReport.History.Select(h => h.To).ToArray());
+
+        // A waiter is tracked before it pauses, whatever its run time.
+        var fanout = await env.Bus.Client.RunAsync("fanout", Json.Parse("{\"width\":1,\"depth\":1}")).WaitAsync(Patience);
+        var fanoutReport = await FinalReportAsync(env, fanout.InvocationId);
+        Assert.Equal(["Running", "Waiting", "Resuming", "Running", "Succeeded"], fanoutReport.History.Select(h => h.To).ToArray());
+    }
+
+    static Task<InvocationStatusReport> FinalReportAsync(RunnerEnvironment env, Guid id) =>
+        TestBus.PollAsync(async () => (await env.Bus.Client.GetStatusAsync(id)) is { Status: "Succeeded" } r ? r : null,
+            Patience, $"the saga's final record of {id}");
+
+    [Fact]
     public async Task Status_reports_the_saga_record_and_the_cli_prints_it_with_the_tree()
     {
         await using var env = await RunnerEnvironment.StartAsync(broker, output, slots: 1);

@@ -19,7 +19,8 @@ static class StatusCommand
             var report = await host.Services.GetRequiredService<IInvocationClient>().GetStatusAsync(invocationId, cancellationToken).ConfigureAwait(false);
             if (!report.Found)
             {
-                Console.Error.WriteLine($"invocation {invocationId} is not known to the saga");
+                // The saga records an invocation when it has run for Runner:TrackAfter, waits, or ends (docs/waiting.md).
+                Console.Error.WriteLine($"invocation {invocationId} is not known to the saga: never submitted, still queued, or started less than Runner:TrackAfter ago");
                 return 3;
             }
             Print(report);

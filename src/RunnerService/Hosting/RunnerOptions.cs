@@ -62,6 +62,14 @@ public sealed class RunnerOptions
     public TimeSpan DeliveryHoldLimit { get; set; } = TimeSpan.FromMinutes(20);
 
     /// <summary>
+    /// A running invocation that has neither ended nor waited by then is recorded in the saga (owner, process,
+    /// arguments): <c>status</c> shows it running, and the recovery check can run it again if this replica dies
+    /// after its delivery is gone. Shorter ones reach the saga only with their completion (they come back from the
+    /// broker if the replica dies first); an invocation that waits is recorded before it pauses.
+    /// </summary>
+    public TimeSpan TrackAfter { get; set; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>
     /// Reuse mode, off by default (1: a fresh process per invocation). Above 1, a worker that says it can (workers
     /// built on the worker SDK do) runs up to this many invocations one after another before it is replaced, like
     /// prefork's max-tasks-per-child: faster, but invocations then share a process (static state, leaked memory,

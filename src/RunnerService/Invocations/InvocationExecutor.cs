@@ -57,19 +57,92 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, IOptions<
             Reuse = session.ReuseOffered,
         });
         InvocationLog.Started(logger, invocation.InvocationId, invocation.TaskName, session.Pid, attempt);
-        await PublishOrAbandonAsync(session, context, new InvocationStarted
+        // InvocationStarted is for subscribers; the saga does not need it (TrackInvocation). The worker runs while it
+        // is confirmed; it is out before the invocation's completion or wait.
+        var startedEvent = PublishStartedAsync(session);
+        await DriveAsync(session, lease, startedEvent).ConfigureAwait(false);
+    }
+
+    async Task PublishStartedAsync(WorkerSession session)
+    {
+        try
         {
-            InvocationId = invocation.InvocationId,
-            TaskName = invocation.TaskName,
-            ParentInvocationId = invocation.ParentInvocationId,
+            await PublishReliablyAsync(bus, session.InvocationId, new InvocationStarted
+            {
+                InvocationId = session.InvocationId,
+                TaskName = session.Invocation.TaskName,
+                ParentInvocationId = session.Invocation.ParentInvocationId,
+                RunnerInstance = _options.EffectiveInstanceId,
+                RunnerAddress = InstanceAddress,
+                ProcessId = session.Pid,
+                Attempt = session.Attempt,
+                StartedAt = session.StartedAt,
+            }).ConfigureAwait(false);
+        }
+        catch (Exception)
+        {
+            // Given up after PublishPatience (logged): the invocation itself does not depend on this event.
+        }
+    }
+
+    /// <summary>
+    /// Records the attempt in the saga (owner, process, what was asked for), once per session, so the saga can
+    /// resume it, show it in <c>status</c> and run it again if this replica dies without its delivery.
+    /// </summary>
+    Task TrackAsync(WorkerSession session) =>
+        session.TrackOnceAsync(s => PublishReliablyAsync(bus, s.InvocationId, new Saga.Messages.TrackInvocation
+        {
+            InvocationId = s.InvocationId,
+            Invocation = s.Invocation,
             RunnerInstance = _options.EffectiveInstanceId,
             RunnerAddress = InstanceAddress,
-            ProcessId = session.Pid,
-            Attempt = attempt,
-            StartedAt = session.StartedAt,
-        }).ConfigureAwait(false);
+            ProcessId = s.Pid,
+            Attempt = s.Attempt,
+            StartedAt = s.StartedAt,
+        }));
 
-        await DriveAsync(session, lease).ConfigureAwait(false);
+    /// <summary>Tracks a new run that has neither ended nor waited within <see cref="RunnerOptions.TrackAfter"/>.</summary>
+    async Task TrackWhenLongAsync(WorkerSession session, Task running)
+    {
+        try
+        {
+            await running.WaitAsync(_options.TrackAfter).ConfigureAwait(false);
+            return;
+        }
+        catch (TimeoutException)
+        {
+        }
+        catch (Exception)
+        {
+            return; // the driver deals with a run that failed
+        }
+        try
+        {
+            await TrackAsync(session).ConfigureAwait(false);
+        }
+        catch (Exception)
+        {
+            // Given up after PublishPatience (logged); a wait of this session would abandon it then.
+        }
+    }
+
+    /// <summary>
+    /// A run goes on after its delivery was handed off or lost: from now on only the saga can bring it back if this
+    /// replica dies. A hand-off waits for the record; a lost delivery cannot wait for the broker, its record goes
+    /// out when the connection is back.
+    /// </summary>
+    public async Task TrackReleasedRunAsync(Guid invocationId, CancellationToken delivery)
+    {
+        if (!supervisor.TryGet(invocationId, out var session))
+            return;
+        try
+        {
+            await TrackAsync(session).WaitAsync(delivery).ConfigureAwait(false);
+        }
+        catch (Exception)
+        {
+            // The delivery is gone or the publish gave up (logged); the record goes on in the background.
+        }
     }
 
     /// <summary>
@@ -106,7 +179,10 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, IOptions<
     /// Everything from here on publishes through the bus, not the consume context: the delivery may be gone long
     /// before the worker ends (consumer timeout, hand-off, lost channel), the bus is not.
     /// </remarks>
-    public async Task DriveAsync(WorkerSession session, SlotLease lease)
+    /// <param name="session">The session, new or resumed.</param>
+    /// <param name="lease">The slot it holds.</param>
+    /// <param name="startedEvent">For a new run: the publish of its Started event, and tracking starts.</param>
+    public async Task DriveAsync(WorkerSession session, SlotLease lease, Task? startedEvent = null)
     {
         IPublishEndpoint publisher = bus;
         SessionOutcome outcome;
@@ -114,7 +190,10 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, IOptions<
         {
             // The worker's life does not follow the delivery's: the broker may cancel a delivery (consumer timeout,
             // lost channel) while the invocation runs on. Only the shutdown coordinator takes a worker away.
-            outcome = await session.RunAsync(new Relay(this, publisher)).ConfigureAwait(false);
+            var running = session.RunAsync(new Relay(this, publisher));
+            if (startedEvent is not null)
+                _ = TrackWhenLongAsync(session, running);
+            outcome = await running.ConfigureAwait(false);
         }
         catch (Exception ex)
         {
@@ -138,6 +217,7 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, IOptions<
                 supervisor.Remove(session);
                 lease.Dispose();
                 InvocationLog.Retrying(logger, session.InvocationId, session.Attempt, final.Error?.ToString() ?? "", (long)delay.TotalMilliseconds);
+                await (startedEvent ?? Task.CompletedTask).ConfigureAwait(false);
                 // The delivery stays unacked during the back-off, so a crash now still redelivers the invocation.
                 await Task.Delay(delay).ConfigureAwait(false);
                 await PublishReliablyAsync(publisher, session.InvocationId,
@@ -147,6 +227,7 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, IOptions<
             {
                 // The completion goes out while the worker exits; the slot stays taken until the process is gone, so
                 // there are never more live running workers than slots.
+                await (startedEvent ?? Task.CompletedTask).ConfigureAwait(false);
                 var publishing = PublishCompletedAsync(publisher, session.Invocation, session.Attempt, session.Pid, session.QueuedFor, session.RunTime, final);
                 await session.AwaitExitAfterFinalAsync().ConfigureAwait(false);
                 supervisor.Remove(session);
@@ -159,8 +240,11 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, IOptions<
                 lease.Dispose();
                 InvocationLog.Paused(logger, session.InvocationId, session.Pid, waiting.InvocationIds.Count);
                 RunnerActivitySource.Paused(waiting.InvocationIds.Count);
-                // Like the completion, the wait must reach the saga or nobody will ever resume this worker.
-                await PublishOrAbandonAsync(session, publisher, new InvocationWaitingFor
+                // Like the completion, the wait must reach the saga or nobody will ever resume this worker; the saga
+                // must know the invocation first (to run it again if this replica dies while it waits).
+                await (startedEvent ?? Task.CompletedTask).ConfigureAwait(false);
+                await AbandonOnFailureAsync(session, TrackAsync(session)).ConfigureAwait(false);
+                await AbandonOnFailureAsync(session, PublishReliablyAsync(publisher, session.InvocationId, new InvocationWaitingFor
                 {
                     InvocationId = session.InvocationId,
                     WaitingFor = waiting.InvocationIds,
@@ -170,7 +254,7 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, IOptions<
                     Attempt = session.Attempt,
                     PausedAt = DateTimeOffset.UtcNow,
                     WaitSequence = session.WaitSequence,
-                }).ConfigureAwait(false);
+                })).ConfigureAwait(false);
                 break;
         }
     }
@@ -256,15 +340,15 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, IOptions<
     }
 
     /// <summary>
-    /// Publishes an event the invocation cannot go on without (Started, WaitingFor). If even the retries give up,
-    /// the worker is killed and forgotten (not counted as finished here), so nothing is left half-driven: the
-    /// delivery faults, and the saga's recovery or a redelivery takes the invocation from there.
+    /// Awaits a publish the invocation cannot go on without (its track and wait). If even the retries give up, the
+    /// worker is killed and forgotten (not counted as finished here), so nothing is left half-driven: the delivery
+    /// faults, and the saga's recovery or a redelivery takes the invocation from there.
     /// </summary>
-    async Task PublishOrAbandonAsync<T>(WorkerSession session, IPublishEndpoint publisher, T message) where T : class
+    async Task AbandonOnFailureAsync(WorkerSession session, Task publishing)
     {
         try
         {
-            await PublishReliablyAsync(publisher, session.InvocationId, message).ConfigureAwait(false);
+            await publishing.ConfigureAwait(false);
         }
         catch (Exception)
         {

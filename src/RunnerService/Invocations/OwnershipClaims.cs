@@ -38,6 +38,7 @@ sealed class OwnershipClaims(
                 Instance = me,
                 InstanceAddress = new Uri($"queue:{options.Value.InstanceQueue}"),
                 TakeOverFrom = takeOverFrom,
+                Invocation = invocation,
             }, context.CancellationToken).ConfigureAwait(false)).Message;
             if (reply.Granted)
                 return true;

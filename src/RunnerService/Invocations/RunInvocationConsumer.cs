@@ -73,6 +73,7 @@ sealed class RunInvocationConsumer(
             // check) is the invocation's durable owner, exactly as for a paused one. A lost channel ends the hold too.
             if (await DeliveryHold.HoldAsync(running, options.Value.DeliveryHoldLimit, context.CancellationToken, logger, invocation.InvocationId).ConfigureAwait(false))
                 return;
+            await executor.TrackReleasedRunAsync(invocation.InvocationId, context.CancellationToken).ConfigureAwait(false);
             claimed = false; // the background run releases the claim when it ends
         }
         finally

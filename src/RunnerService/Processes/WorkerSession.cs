@@ -60,6 +60,19 @@ sealed class WorkerSession
     /// <summary>Completed by whoever aborted the session once the invocation has been rerouted.</summary>
     public TaskCompletionSource Rerouted { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
+    /// <summary>
+    /// Records this attempt in the saga once, however many reasons (a long run, a wait, a lost delivery) ask for it;
+    /// every caller awaits the same publish.
+    /// </summary>
+    public Task TrackOnceAsync(Func<WorkerSession, Task> track)
+    {
+        lock (_trackLock)
+            return _tracking ??= track(this);
+    }
+
+    readonly Lock _trackLock = new();
+    Task? _tracking;
+
     /// <summary>Claims the final outcome for the driver; false if the service aborted the session first.</summary>
     public bool TryClaimFinal() => Interlocked.CompareExchange(ref _end, 1, 0) != 2;
 

@@ -195,18 +195,10 @@ sealed class WorkerSupervisor(IOptions<RunnerOptions> options, ILogger<WorkerSup
         if (_sessions.TryRemove(new KeyValuePair<Guid, WorkerSession>(session.InvocationId, session)))
         {
             if (finished)
-                _finished[session.InvocationId] = (DateTime.UtcNow, session.Attempt);
+                RememberFinished(session.InvocationId, session.Attempt);
             _claims.TryRemove(session.InvocationId, out _);
             if (session.WorkerIdleAfterFinal)
                 Recycle(session.Pipes);
-        }
-        if (_finished.Count > 10_000)
-        {
-            foreach (var (id, (at, _)) in _finished)
-            {
-                if (DateTime.UtcNow - at > FinishedMemory)
-                    _finished.TryRemove(id, out _);
-            }
         }
     }
 
@@ -225,15 +217,42 @@ sealed class WorkerSupervisor(IOptions<RunnerOptions> options, ILogger<WorkerSup
     }
 
     static readonly TimeSpan FinishedMemory = TimeSpan.FromMinutes(5);
-    readonly ConcurrentDictionary<Guid, (DateTime At, int Attempt)> _finished = new();
+    const int FinishedCapacity = 200_000;
+    readonly Lock _finishedLock = new();
+    readonly Dictionary<Guid, (DateTime At, int Attempt)> _finished = [];
+    readonly Queue<(Guid Id, DateTime At)> _finishedOrder = new();
+
+    /// <summary>
+    /// Remembers a finished attempt for <see cref="FinishedMemory"/> (at most <see cref="FinishedCapacity"/> of them,
+    /// about 10 MB); entries are forgotten oldest first, so each call costs O(1) however many are remembered.
+    /// </summary>
+    void RememberFinished(Guid invocationId, int attempt)
+    {
+        var now = DateTime.UtcNow;
+        lock (_finishedLock)
+        {
+            _finished[invocationId] = (now, attempt);
+            _finishedOrder.Enqueue((invocationId, now));
+            while (_finishedOrder.TryPeek(out var oldest) && (now - oldest.At > FinishedMemory || _finishedOrder.Count > FinishedCapacity))
+            {
+                _finishedOrder.Dequeue();
+                // A later attempt of the same invocation may have renewed the entry: that one stays.
+                if (_finished.TryGetValue(oldest.Id, out var entry) && entry.At == oldest.At)
+                    _finished.Remove(oldest.Id);
+            }
+        }
+    }
 
     /// <summary>
     /// True when this replica ran <paramref name="attempt"/> (or a later attempt) of the invocation to its end within the
     /// last minutes: a redelivery of that attempt (its delivery was lost with the channel) must not run it again, and
     /// its final events may still be on their way to the saga (so it is not an orphan).
     /// </summary>
-    public bool FinishedHere(Guid invocationId, int attempt) =>
-        _finished.TryGetValue(invocationId, out var finished) && finished.Attempt >= attempt && DateTime.UtcNow - finished.At < FinishedMemory;
+    public bool FinishedHere(Guid invocationId, int attempt)
+    {
+        lock (_finishedLock)
+            return _finished.TryGetValue(invocationId, out var finished) && finished.Attempt >= attempt && DateTime.UtcNow - finished.At < FinishedMemory;
+    }
 
     void UpdatePeak(int alive)
     {

@@ -9,6 +9,8 @@ namespace RunnerService.Saga;
 /// One instance per invocation id. Records status, owner and history; matches waits with completions; resumes a
 /// waiter on its owner's own queue when all it waits for is final; refuses a wait that closes a cycle.
 /// The allowed transitions are <see cref="InvocationTransitions"/> (and the table in docs/waiting.md).
+/// An invocation that never waits and ends within <c>Runner:TrackAfter</c> reaches the saga only with its completion
+/// (<see cref="TrackInvocation"/> says when the saga hears of a running one).
 /// </summary>
 public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationState>
 {
@@ -22,8 +24,7 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
     public State TimedOut { get; private set; } = null!;
     public State Cancelled { get; private set; } = null!;
 
-    public Event<RunInvocation> RunRequested { get; private set; } = null!;
-    public Event<InvocationStarted> Started { get; private set; } = null!;
+    public Event<TrackInvocation> Tracked { get; private set; } = null!;
     public Event<InvocationWaitingFor> WaitStarted { get; private set; } = null!;
     public Event<InvocationResumed> Resumed { get; private set; } = null!;
     public Event<InvocationCompleted> Completed { get; private set; } = null!;
@@ -38,8 +39,7 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
     {
         InstanceState(x => x.CurrentState);
 
-        Event(() => RunRequested, e => e.CorrelateById(c => c.Message.InvocationId));
-        Event(() => Started, e => e.CorrelateById(c => c.Message.InvocationId));
+        Event(() => Tracked, e => e.CorrelateById(c => c.Message.InvocationId));
         Event(() => WaitStarted, e => e.CorrelateById(c => c.Message.InvocationId));
         Event(() => Completed, e => e.CorrelateById(c => c.Message.InvocationId));
         Event(() => WaiterRegistered, e => e.CorrelateById(c => c.Message.InvocationId));
@@ -71,29 +71,29 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
             e.OnMissingInstance(m => m.Discard());
         });
 
-        // Late or duplicate events (a redelivered run, a completion after a cancel...) change nothing.
+        // Late or duplicate events (a track after the completion, a completion after a cancel...) change nothing.
         OnUnhandledEvent(x => x.Ignore());
 
         BeforeEnterAny(binder => binder.Then(c => RecordTransition(c.Saga, c.Message.Name)));
 
         Initially(
-            When(RunRequested).Then(c => Apply(c.Saga, c.Message)).TransitionTo(Submitted),
-            When(Started).Then(c => Apply(c.Saga, c.Message)).TransitionTo(Running),
+            When(Tracked).Then(c => Apply(c.Saga, c.Message)).TransitionTo(Running),
             BeginWait(When(WaitStarted)),
             Finish(When(Completed)),
             When(WaiterRegistered).Then(Touch).ThenAsync(AddWaiterAsync).TransitionTo(Expected),
             When(ClaimRequested).Then(c => Apply(c.Saga, c.Message)).RespondAsync(c => Task.FromResult(Reply(c.Saga, true))).TransitionTo(Running));
 
-        During(Expected,
-            When(RunRequested).Then(c => Apply(c.Saga, c.Message)).TransitionTo(Submitted));
-
-        // Started overtaken by the same attempt's wait (events come by different routes) must not wipe that wait.
+        // A track that comes after the same attempt's wait (a late timer, a redelivery) must not wipe that wait.
         During([Waiting, Resuming],
-            When(Started, c => c.Message.Attempt > c.Saga.Attempt).Then(c => Apply(c.Saga, c.Message)).TransitionTo(Running),
-            When(Started, c => c.Message.Attempt <= c.Saga.Attempt).Then(c => c.Saga.ProcessId = c.Saga.ProcessId == 0 ? c.Message.ProcessId : c.Saga.ProcessId));
+            When(Tracked, c => c.Message.Attempt > c.Saga.Attempt).Then(c => Apply(c.Saga, c.Message)).TransitionTo(Running),
+            When(Tracked, c => c.Message.Attempt <= c.Saga.Attempt).Then(c =>
+            {
+                c.Saga.ProcessId = c.Saga.ProcessId == 0 ? c.Message.ProcessId : c.Saga.ProcessId;
+                Keep(c.Saga, c.Message.Invocation);
+            }));
 
         During([Expected, Submitted, Running],
-            When(Started).Then(c => Apply(c.Saga, c.Message)).TransitionTo(Running));
+            When(Tracked).Then(c => Apply(c.Saga, c.Message)).TransitionTo(Running));
 
         During([Expected, Submitted, Running, Waiting, Resuming],
             When(ClaimRequested)
@@ -106,10 +106,6 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
 
         During([Expected, Submitted, Running, Resuming],
             BeginWait(When(WaitStarted)));
-
-        // Whatever order events arrive in, keep what the publisher asked for (a recovery needs it).
-        During([Submitted, Running, Waiting, Resuming],
-            When(RunRequested).Then(c => Keep(c.Saga, c.Message)));
 
         During([Running, Waiting, Resuming],
             When(RecoveryRequested)
@@ -174,15 +170,11 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
         });
     }
 
-    static void Apply(InvocationState saga, RunInvocation message)
+    /// <summary>Keeps what the publisher asked for: a recovery publishes it again.</summary>
+    static void Keep(InvocationState saga, RunInvocation? message)
     {
-        saga.TaskName = message.TaskName;
-        saga.ParentInvocationId = message.ParentInvocationId;
-        Keep(saga, message);
-    }
-
-    static void Keep(InvocationState saga, RunInvocation message)
-    {
+        if (message is null)
+            return;
         saga.TaskName ??= message.TaskName;
         saga.ParentInvocationId ??= message.ParentInvocationId;
         saga.Arguments ??= message.Arguments;
@@ -203,6 +195,7 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
         saga.Attempt = claim.Attempt;
         saga.WaitingFor = [];
         saga.Collected = [];
+        Keep(saga, claim.Invocation);
     }
 
     static ClaimInvocationReply Reply(InvocationState saga, bool granted) => new()
@@ -237,10 +230,11 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
         saga.Recoveries.Add($"{DateTimeOffset.UtcNow:O} attempt {saga.Attempt} of {context.Message.Owner} rerouted by {context.Message.RecoveredBy}");
     }
 
-    static void Apply(InvocationState saga, InvocationStarted message)
+    static void Apply(InvocationState saga, TrackInvocation message)
     {
-        saga.TaskName = message.TaskName;
-        saga.ParentInvocationId = message.ParentInvocationId;
+        saga.TaskName = message.Invocation.TaskName;
+        saga.ParentInvocationId = message.Invocation.ParentInvocationId;
+        Keep(saga, message.Invocation);
         saga.OwnerInstance = message.RunnerInstance;
         saga.OwnerAddress = message.RunnerAddress;
         saga.ProcessId = message.ProcessId;

@@ -28,8 +28,7 @@ public sealed class InvocationStateMachineDefinition : SagaDefinition<Invocation
         // Events for one invocation are handled one after another on this replica (the store's row lock serializes
         // them across replicas): no retry storms when a parent's children finish at the same moment.
         var partitioner = endpointConfigurator.CreatePartitioner(ConcurrentMessageLimit ?? 16);
-        endpointConfigurator.UsePartitioner<RunInvocation>(partitioner, c => c.Message.InvocationId);
-        endpointConfigurator.UsePartitioner<InvocationStarted>(partitioner, c => c.Message.InvocationId);
+        endpointConfigurator.UsePartitioner<TrackInvocation>(partitioner, c => c.Message.InvocationId);
         endpointConfigurator.UsePartitioner<InvocationWaitingFor>(partitioner, c => c.Message.InvocationId);
         endpointConfigurator.UsePartitioner<InvocationResumed>(partitioner, c => c.Message.InvocationId);
         endpointConfigurator.UsePartitioner<InvocationCompleted>(partitioner, c => c.Message.InvocationId);

@@ -12,8 +12,8 @@ public static class InvocationTransitions
 
     public static readonly IReadOnlyDictionary<string, IReadOnlySet<string>> Allowed = new Dictionary<string, IReadOnlySet<string>>
     {
-        ["Initial"] = Set(["Expected", "Submitted", "Running", "Waiting", .. Finals]),
-        ["Expected"] = Set(["Submitted", "Running", "Waiting", .. Finals]),
+        ["Initial"] = Set(["Expected", "Running", "Waiting", .. Finals]),
+        ["Expected"] = Set(["Running", "Waiting", .. Finals]),
         ["Submitted"] = Set(["Running", "Waiting", .. Finals]),
         ["Running"] = Set(["Waiting", "Submitted", .. Finals]),
         ["Waiting"] = Set(["Resuming", "Running", "Submitted", .. Finals]),

@@ -1,3 +1,5 @@
+using RunnerService.Contracts;
+
 namespace RunnerService.Saga.Messages;
 
 /// <summary>
@@ -13,6 +15,9 @@ public record ClaimInvocation
 
     /// <summary>Set when the claimer found the current owner gone (no heartbeat): take over from that owner.</summary>
     public string? TakeOverFrom { get; init; }
+
+    /// <summary>What was asked for, kept by the saga so that it can reroute the attempt if the claimer dies.</summary>
+    public RunInvocation? Invocation { get; init; }
 }
 
 /// <summary>The saga's answer to <see cref="ClaimInvocation"/>.</summary>

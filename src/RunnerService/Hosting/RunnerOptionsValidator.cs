@@ -15,8 +15,8 @@ sealed class RunnerOptionsValidator : IValidateOptions<RunnerOptions>
             failures.Add($"Runner:InstanceId '{options.EffectiveInstanceId}' may only contain letters, digits, '-', '_' and '.'.");
         if (options.DefaultTimeout <= TimeSpan.Zero)
             failures.Add("Runner:DefaultTimeout must be positive.");
-        if (options.TrackAfter < TimeSpan.Zero)
-            failures.Add("Runner:TrackAfter must not be negative.");
+        if (options.TrackAfter < TimeSpan.Zero || options.TrackAfter > TimeSpan.FromDays(1))
+            failures.Add("Runner:TrackAfter must be between 0 and 1 day.");
         if (!Uri.TryCreate(options.HttpUrl, UriKind.Absolute, out _))
             failures.Add($"Runner:HttpUrl '{options.HttpUrl}' is not an absolute URL.");
         return failures.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(failures);

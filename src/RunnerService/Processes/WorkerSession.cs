@@ -62,12 +62,16 @@ sealed class WorkerSession
 
     /// <summary>
     /// Records this attempt in the saga once, however many reasons (a long run, a wait, a lost delivery) ask for it;
-    /// every caller awaits the same publish.
+    /// every caller awaits the same publish. A publish that gave up is tried afresh by the next caller.
     /// </summary>
     public Task TrackOnceAsync(Func<WorkerSession, Task> track)
     {
         lock (_trackLock)
-            return _tracking ??= track(this);
+        {
+            if (_tracking is null || _tracking.IsFaulted || _tracking.IsCanceled)
+                _tracking = track(this);
+            return _tracking;
+        }
     }
 
     readonly Lock _trackLock = new();

@@ -93,7 +93,7 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
             }));
 
         During([Expected, Submitted, Running],
-            When(Tracked).Then(c => Apply(c.Saga, c.Message)).TransitionTo(Running));
+            When(Tracked, c => IsCurrent(c.Saga, c.Message)).Then(c => Apply(c.Saga, c.Message)).TransitionTo(Running));
 
         During([Expected, Submitted, Running, Waiting, Resuming],
             When(ClaimRequested)
@@ -229,6 +229,14 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
         saga.Collected = [];
         saga.Recoveries.Add($"{DateTimeOffset.UtcNow:O} attempt {saga.Attempt} of {context.Message.Owner} rerouted by {context.Message.RecoveredBy}");
     }
+
+    /// <summary>
+    /// A track may come late (its publish retried while the attempt was retried or taken over by another replica):
+    /// only a newer attempt, or the current one from its owner (or with no owner yet), is applied.
+    /// </summary>
+    static bool IsCurrent(InvocationState saga, TrackInvocation track) =>
+        track.Attempt > saga.Attempt ||
+        (track.Attempt == saga.Attempt && (saga.OwnerInstance is null || saga.OwnerInstance == track.RunnerInstance));
 
     static void Apply(InvocationState saga, TrackInvocation message)
     {

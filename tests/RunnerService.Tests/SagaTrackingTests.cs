@@ -1,0 +1,59 @@
+using MassTransit;
+using MassTransit.Testing;
+using Microsoft.Extensions.DependencyInjection;
+using RunnerService.Contracts;
+using RunnerService.Saga;
+using RunnerService.Saga.Messages;
+
+namespace RunnerService.Tests;
+
+/// <summary>The saga's handling of <see cref="TrackInvocation"/>, on the in-memory test harness.</summary>
+[Trait("Category", "Unit")]
+public class SagaTrackingTests
+{
+    [Fact]
+    public async Task A_late_track_of_an_older_attempt_or_from_a_former_owner_changes_nothing_and_a_newer_attempt_takes_over()
+    {
+        await using var provider = new ServiceCollection()
+            .AddMassTransitTestHarness(x => x.AddSagaStateMachine<InvocationStateMachine, InvocationState>().InMemoryRepository())
+            .BuildServiceProvider(true);
+        var harness = await provider.StartTestHarness();
+        var saga = harness.GetSagaStateMachineHarness<InvocationStateMachine, InvocationState>();
+        var id = NewId.NextGuid();
+
+        await harness.Bus.Publish(Track(id, "replica-b", attempt: 2, pid: 20));
+        Assert.NotNull(await saga.Exists(id, m => m.Running));
+        var instance = saga.Sagas.Contains(id)!;
+        Assert.Equal(("replica-b", 2, 20, "sleep"), (instance.OwnerInstance, instance.Attempt, instance.ProcessId, instance.TaskName));
+        Assert.Equal(10, instance.Arguments!.Value.GetProperty("ms").GetInt32());
+
+        // Attempt 1 was retried as attempt 2, then its track came late; and a replica that is not the owner of attempt 2.
+        await harness.Bus.Publish(Track(id, "replica-a", attempt: 1, pid: 10));
+        await harness.Bus.Publish(Track(id, "replica-c", attempt: 2, pid: 30));
+        Assert.True(await harness.Consumed.Any<TrackInvocation>(m => m.Context.Message.RunnerInstance == "replica-a"));
+        Assert.True(await harness.Consumed.Any<TrackInvocation>(m => m.Context.Message.RunnerInstance == "replica-c"));
+        Assert.Equal(("replica-b", 2, 20), (instance.OwnerInstance, instance.Attempt, instance.ProcessId));
+
+        await harness.Bus.Publish(Track(id, "replica-c", attempt: 3, pid: 33));
+        Assert.True(await harness.Consumed.Any<TrackInvocation>(m => m.Context.Message.Attempt == 3));
+        Assert.Equal(("replica-c", 3, 33), (instance.OwnerInstance, instance.Attempt, instance.ProcessId));
+        Assert.Equal(["Running"], instance.History.Select(h => h.To).ToArray());
+    }
+
+    static TrackInvocation Track(Guid id, string owner, int attempt, int pid) => new()
+    {
+        InvocationId = id,
+        Invocation = new RunInvocation
+        {
+            InvocationId = id,
+            TaskName = "sleep",
+            Arguments = System.Text.Json.JsonDocument.Parse("""{"ms":10}""").RootElement.Clone(),
+            Attempt = attempt,
+        },
+        RunnerInstance = owner,
+        RunnerAddress = new Uri($"queue:runner-instance-{owner}"),
+        ProcessId = pid,
+        Attempt = attempt,
+        StartedAt = DateTimeOffset.UtcNow,
+    };
+}

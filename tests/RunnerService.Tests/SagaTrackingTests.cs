@@ -40,6 +40,34 @@ public class SagaTrackingTests
         Assert.Equal(["Running"], instance.History.Select(h => h.To).ToArray());
     }
 
+    [Fact]
+    public async Task After_a_recovery_reroute_only_the_new_attempt_may_claim_the_invocation()
+    {
+        await using var provider = new ServiceCollection()
+            .AddMassTransitTestHarness(x => x.AddSagaStateMachine<InvocationStateMachine, InvocationState>().InMemoryRepository())
+            .BuildServiceProvider(true);
+        var harness = await provider.StartTestHarness();
+        var saga = harness.GetSagaStateMachineHarness<InvocationStateMachine, InvocationState>();
+        var id = NewId.NextGuid();
+
+        await harness.Bus.Publish(Track(id, "replica-a", attempt: 1, pid: 10));
+        Assert.NotNull(await saga.Exists(id, m => m.Running));
+        await harness.Bus.Publish(new RecoverInvocation { InvocationId = id, Owner = "replica-a", Attempt = 1, RecoveredBy = "replica-b" });
+        Assert.NotNull(await saga.Exists(id, m => m.Submitted));
+        var rerouted = await harness.Published.SelectAsync<RunInvocation>(m => m.Context.Message.InvocationId == id).FirstOrDefault();
+        Assert.NotNull(rerouted);
+        Assert.Equal(2, rerouted.Context.Message.Attempt);
+        Assert.Equal("sleep", rerouted.Context.Message.TaskName);
+
+        // The dead owner's delivery of attempt 1 comes back to another replica after the reroute: refused.
+        var claims = harness.GetRequestClient<ClaimInvocation>();
+        var old = await claims.GetResponse<ClaimInvocationReply>(new ClaimInvocation { InvocationId = id, Attempt = 1, Instance = "replica-b" });
+        Assert.False(old.Message.Granted);
+        var current = await claims.GetResponse<ClaimInvocationReply>(new ClaimInvocation { InvocationId = id, Attempt = 2, Instance = "replica-c" });
+        Assert.True(current.Message.Granted);
+        Assert.Equal(("replica-c", 2), (saga.Sagas.Contains(id)!.OwnerInstance, saga.Sagas.Contains(id)!.Attempt));
+    }
+
     static TrackInvocation Track(Guid id, string owner, int attempt, int pid) => new()
     {
         InvocationId = id,

@@ -222,12 +222,15 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
             Attempt = saga.Attempt + 1,
             SubmittedAt = DateTimeOffset.UtcNow,
         }).ConfigureAwait(false);
+        saga.Recoveries.Add($"{DateTimeOffset.UtcNow:O} attempt {saga.Attempt} of {context.Message.Owner} rerouted by {context.Message.RecoveredBy}");
+        // The rerouted attempt is the current one now: a late redelivery of the old attempt must not be granted a
+        // claim (it would run next to the new attempt), and only the new attempt's claim or track takes ownership.
+        saga.Attempt++;
         saga.OwnerInstance = null;
         saga.OwnerAddress = null;
         saga.ProcessId = 0;
         saga.WaitingFor = [];
         saga.Collected = [];
-        saga.Recoveries.Add($"{DateTimeOffset.UtcNow:O} attempt {saga.Attempt} of {context.Message.Owner} rerouted by {context.Message.RecoveredBy}");
     }
 
     /// <summary>

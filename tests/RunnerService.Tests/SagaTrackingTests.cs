@@ -68,6 +68,46 @@ public class SagaTrackingTests
         Assert.Equal(("replica-c", 2), (saga.Sagas.Contains(id)!.OwnerInstance, saga.Sagas.Contains(id)!.Attempt));
     }
 
+    [Fact]
+    public async Task A_redelivered_wait_or_completion_sends_its_notices_again()
+    {
+        await using var provider = new ServiceCollection()
+            .AddMassTransitTestHarness(x => x.AddSagaStateMachine<InvocationStateMachine, InvocationState>().InMemoryRepository())
+            .BuildServiceProvider(true);
+        var harness = await provider.StartTestHarness();
+        var saga = harness.GetSagaStateMachineHarness<InvocationStateMachine, InvocationState>();
+        var waiter = NewId.NextGuid();
+        var dependency = NewId.NextGuid();
+
+        await harness.Bus.Publish(Track(waiter, "replica-a", attempt: 1, pid: 10));
+        Assert.NotNull(await saga.Exists(waiter, m => m.Running));
+        var wait = new InvocationWaitingFor
+        {
+            InvocationId = waiter, WaitingFor = [dependency], RunnerInstance = "replica-a", RunnerAddress = new Uri("queue:runner-instance-replica-a"),
+            ProcessId = 10, Attempt = 1, WaitSequence = 1, PausedAt = DateTimeOffset.UtcNow,
+        };
+        await harness.Bus.Publish(wait);
+        Assert.NotNull(await saga.Exists(waiter, m => m.Waiting));
+        Assert.NotNull(await saga.Exists(dependency, m => m.Expected));
+        // The same wait again, as after a lost connection: the dependency hears of its waiter again.
+        await harness.Bus.Publish(wait);
+        Assert.True(await WaitForCountAsync(() => harness.Published.Select<RegisterWaiter>(m => m.Context.Message.WaiterId == waiter).Count(), 2));
+
+        var completed = new InvocationCompleted { InvocationId = dependency, TaskName = "echo", Status = InvocationStatus.Succeeded, Attempt = 1 };
+        await harness.Bus.Publish(completed);
+        Assert.NotNull(await saga.Exists(waiter, m => m.Resuming));
+        await harness.Bus.Publish(completed);
+        Assert.True(await WaitForCountAsync(() => harness.Published.Select<DependencyFinished>(m => m.Context.Message.WaiterId == waiter).Count(), 2));
+        Assert.NotNull(await saga.Exists(waiter, m => m.Resuming));
+    }
+
+    static async Task<bool> WaitForCountAsync(Func<int> count, int expected)
+    {
+        for (var i = 0; i < 100 && count() < expected; i++)
+            await Task.Delay(50);
+        return count() >= expected;
+    }
+
     static TrackInvocation Track(Guid id, string owner, int attempt, int pid) => new()
     {
         InvocationId = id,

@@ -107,6 +107,12 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
         During([Expected, Submitted, Running, Resuming],
             BeginWait(When(WaitStarted)));
 
+        // The same wait again: a redelivery after the state was stored but its RegisterWaiter notices were lost with
+        // the broker connection. Send them again (a dependency ignores a waiter it already knows).
+        During(Waiting,
+            When(WaitStarted, c => c.Message.Attempt == c.Saga.Attempt && c.Message.WaitSequence == c.Saga.WaitSequence)
+                .ThenAsync(RegisterWaitsAgainAsync));
+
         During([Running, Waiting, Resuming],
             When(RecoveryRequested)
                 .If(c => c.Saga.OwnerInstance == c.Message.Owner && c.Saga.Attempt == c.Message.Attempt,
@@ -125,6 +131,9 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
                 .If(c => c.Saga.AllCollected, x => x.ThenAsync(SendResumeAsync).TransitionTo(Resuming)));
 
         During([Succeeded, Failed, TimedOut, Cancelled],
+            // A completion again (a redelivery after the state was stored but the notices were lost, or a re-run):
+            // tell the waiters again; a waiter ignores an outcome it already has.
+            When(Completed).ThenAsync(NotifyWaitersAsync),
             When(WaiterRegistered).ThenAsync(AnswerFinalAsync),
             When(ClaimRequested).RespondAsync(c => Task.FromResult(Reply(c.Saga, false))));
 
@@ -278,6 +287,14 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
         }
     }
 
+    static async Task RegisterWaitsAgainAsync(BehaviorContext<InvocationState, InvocationWaitingFor> context)
+    {
+        var saga = context.Saga;
+        var chain = saga.Upstream.Append(saga.CorrelationId).Distinct().ToArray();
+        foreach (var dependency in saga.WaitingFor.Where(d => d != saga.CorrelationId && saga.Collected.All(c => c.InvocationId != d)))
+            await context.Publish(new RegisterWaiter { InvocationId = dependency, WaiterId = saga.CorrelationId, Chain = chain }).ConfigureAwait(false);
+    }
+
     static async Task AddWaiterAsync(BehaviorContext<InvocationState, RegisterWaiter> context)
     {
         var saga = context.Saga;
@@ -366,10 +383,15 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
             saga.OwnerInstance = message.RunnerInstance;
         saga.WaitingFor = [];
         saga.Collected = [];
-        var outcome = saga.Outcome();
-        foreach (var waiter in saga.Waiters)
+        await NotifyWaitersAsync(context).ConfigureAwait(false);
+    }
+
+    /// <summary>Sends the final outcome to every waiter; the list is kept, so a redelivered completion can send again.</summary>
+    static async Task NotifyWaitersAsync(BehaviorContext<InvocationState, InvocationCompleted> context)
+    {
+        var outcome = context.Saga.Outcome();
+        foreach (var waiter in context.Saga.Waiters)
             await context.Publish(new DependencyFinished { WaiterId = waiter, Outcome = outcome }).ConfigureAwait(false);
-        saga.Waiters = [];
     }
 
     static Task AnswerFinalAsync(BehaviorContext<InvocationState, RegisterWaiter> context) =>

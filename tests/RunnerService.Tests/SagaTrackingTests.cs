@@ -14,10 +14,8 @@ public class SagaTrackingTests
     [Fact]
     public async Task A_late_track_of_an_older_attempt_or_from_a_former_owner_changes_nothing_and_a_newer_attempt_takes_over()
     {
-        await using var provider = new ServiceCollection()
-            .AddMassTransitTestHarness(x => x.AddSagaStateMachine<InvocationStateMachine, InvocationState>().InMemoryRepository())
-            .BuildServiceProvider(true);
-        var harness = await provider.StartTestHarness();
+        await using var provider = await StartHarnessAsync();
+        var harness = provider.GetTestHarness();
         var saga = harness.GetSagaStateMachineHarness<InvocationStateMachine, InvocationState>();
         var id = NewId.NextGuid();
 
@@ -43,10 +41,8 @@ public class SagaTrackingTests
     [Fact]
     public async Task After_a_recovery_reroute_only_the_new_attempt_may_claim_the_invocation()
     {
-        await using var provider = new ServiceCollection()
-            .AddMassTransitTestHarness(x => x.AddSagaStateMachine<InvocationStateMachine, InvocationState>().InMemoryRepository())
-            .BuildServiceProvider(true);
-        var harness = await provider.StartTestHarness();
+        await using var provider = await StartHarnessAsync();
+        var harness = provider.GetTestHarness();
         var saga = harness.GetSagaStateMachineHarness<InvocationStateMachine, InvocationState>();
         var id = NewId.NextGuid();
 
@@ -71,10 +67,8 @@ public class SagaTrackingTests
     [Fact]
     public async Task A_redelivered_wait_or_completion_sends_its_notices_again()
     {
-        await using var provider = new ServiceCollection()
-            .AddMassTransitTestHarness(x => x.AddSagaStateMachine<InvocationStateMachine, InvocationState>().InMemoryRepository())
-            .BuildServiceProvider(true);
-        var harness = await provider.StartTestHarness();
+        await using var provider = await StartHarnessAsync();
+        var harness = provider.GetTestHarness();
         var saga = harness.GetSagaStateMachineHarness<InvocationStateMachine, InvocationState>();
         var waiter = NewId.NextGuid();
         var dependency = NewId.NextGuid();
@@ -99,6 +93,16 @@ public class SagaTrackingTests
         await harness.Bus.Publish(completed);
         Assert.True(await WaitForCountAsync(() => harness.Published.Select<DependencyFinished>(m => m.Context.Message.WaiterId == waiter).Count(), 2));
         Assert.NotNull(await saga.Exists(waiter, m => m.Resuming));
+    }
+
+    /// <summary>The state machine alone on the in-memory test harness, started.</summary>
+    static async Task<ServiceProvider> StartHarnessAsync()
+    {
+        var provider = new ServiceCollection()
+            .AddMassTransitTestHarness(x => x.AddSagaStateMachine<InvocationStateMachine, InvocationState>().InMemoryRepository())
+            .BuildServiceProvider(true);
+        await provider.StartTestHarness();
+        return provider;
     }
 
     static async Task<bool> WaitForCountAsync(Func<int> count, int expected)

@@ -111,7 +111,7 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
         // the broker connection. Send them again (a dependency ignores a waiter it already knows).
         During(Waiting,
             When(WaitStarted, c => c.Message.Attempt == c.Saga.Attempt && c.Message.WaitSequence == c.Saga.WaitSequence)
-                .ThenAsync(RegisterWaitsAgainAsync));
+                .ThenAsync(RegisterWithOpenDependenciesAsync));
 
         During([Running, Waiting, Resuming],
             When(RecoveryRequested)
@@ -275,19 +275,13 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
         saga.WaitingFor = [.. message.WaitingFor.Distinct()];
         saga.WaitSequence = message.WaitSequence;
         saga.Collected = [];
-        var chain = saga.Upstream.Append(saga.CorrelationId).Distinct().ToArray();
-        foreach (var dependency in saga.WaitingFor)
-        {
-            if (dependency == saga.CorrelationId)
-            {
-                saga.Collected.Add(CycleOutcome(dependency, $"invocation {dependency} waits for itself, which can never finish"));
-                continue;
-            }
-            await context.Publish(new RegisterWaiter { InvocationId = dependency, WaiterId = saga.CorrelationId, Chain = chain }).ConfigureAwait(false);
-        }
+        if (saga.WaitingFor.Contains(saga.CorrelationId))
+            saga.Collected.Add(CycleOutcome(saga.CorrelationId, $"invocation {saga.CorrelationId} waits for itself, which can never finish"));
+        await RegisterWithOpenDependenciesAsync(context).ConfigureAwait(false);
     }
 
-    static async Task RegisterWaitsAgainAsync(BehaviorContext<InvocationState, InvocationWaitingFor> context)
+    /// <summary>Tells every dependency not answered yet (itself excepted) that this invocation waits for it.</summary>
+    static async Task RegisterWithOpenDependenciesAsync(BehaviorContext<InvocationState> context)
     {
         var saga = context.Saga;
         var chain = saga.Upstream.Append(saga.CorrelationId).Distinct().ToArray();

@@ -34,6 +34,24 @@ public sealed class RunnerOptions
     [Range(0, 1024)]
     public int WarmWorkers { get; set; }
 
+    /// <summary>
+    /// When a worker is stopped early (timeout, shutdown, a crash that leaves helpers behind), how long its process
+    /// group has between SIGTERM and SIGKILL. Zero kills at once.
+    /// </summary>
+    public TimeSpan KillGrace { get; set; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>
+    /// Longest time a worker may take to read a line written to its stdin (its invocation, a resume). One that does
+    /// not read within it is killed and the invocation fails with ProtocolViolation.
+    /// </summary>
+    public TimeSpan StdinTimeout { get; set; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>
+    /// Unprivileged user the workers run as (the service must start as root). Unset: workers run as the service's
+    /// own user and can read its environment and files (docs/operations.md).
+    /// </summary>
+    public string? WorkerUser { get; set; }
+
     /// <summary>Identifies this replica; names its own queue. Defaults to the host name.</summary>
     public string? InstanceId { get; set; }
 

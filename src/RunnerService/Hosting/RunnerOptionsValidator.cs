@@ -17,6 +17,10 @@ sealed class RunnerOptionsValidator : IValidateOptions<RunnerOptions>
             failures.Add("Runner:DefaultTimeout must be positive.");
         if (options.TrackAfter < TimeSpan.Zero || options.TrackAfter > TimeSpan.FromDays(1))
             failures.Add("Runner:TrackAfter must be between 0 and 1 day.");
+        if (options.KillGrace < TimeSpan.Zero || options.KillGrace > TimeSpan.FromMinutes(10))
+            failures.Add("Runner:KillGrace must be between 0 and 10 minutes.");
+        if (options.StdinTimeout <= TimeSpan.Zero || options.StdinTimeout > TimeSpan.FromHours(1))
+            failures.Add("Runner:StdinTimeout must be positive and at most 1 hour.");
         if (!Uri.TryCreate(options.HttpUrl, UriKind.Absolute, out _))
             failures.Add($"Runner:HttpUrl '{options.HttpUrl}' is not an absolute URL.");
         return failures.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(failures);

@@ -74,7 +74,8 @@ public static class RunnerServiceRegistration
         services.Configure<HostOptions>(o =>
         {
             var grace = builder.Configuration.GetSection(RunnerOptions.SectionName).GetValue<TimeSpan?>(nameof(RunnerOptions.ShutdownGrace)) ?? new RunnerOptions().ShutdownGrace;
-            o.ShutdownTimeout = grace + TimeSpan.FromSeconds(45);
+            var killGrace = builder.Configuration.GetSection(RunnerOptions.SectionName).GetValue<TimeSpan?>(nameof(RunnerOptions.KillGrace)) ?? new RunnerOptions().KillGrace;
+            o.ShutdownTimeout = grace + killGrace + TimeSpan.FromSeconds(45);
         });
         return builder;
     }

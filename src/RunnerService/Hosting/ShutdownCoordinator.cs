@@ -41,8 +41,9 @@ sealed class ShutdownCoordinator(
             return;
         }
         ShutdownLog.Summary(logger, left.Length, Describe(left));
-        // Kill every worker left at once (one that completed meanwhile is left to its own driver), wait until all
-        // are gone, then reroute each: its invocation must never run twice at the same time.
+        // Stop every worker left at once (SIGTERM to its group, SIGKILL after the kill grace; one that completed
+        // meanwhile is left to its own driver), wait until all are gone, then reroute each: its invocation must never
+        // run twice at the same time.
         var aborted = left.Where(s => s.TryAbort()).ToArray();
         await Task.WhenAll(aborted.Select(s => s.Exited)).ConfigureAwait(false);
         // The reroutes get a bounded time together: with the broker unreachable, stopping must not hang. What is not

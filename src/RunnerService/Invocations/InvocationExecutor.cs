@@ -46,7 +46,7 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, IOptions<
         session.QueuedFor = queuedFor;
         RunnerMetrics.InvocationStarted(invocation.TaskName, queuedFor);
         // The worker gets its invocation first; the Started event's broker round trip then overlaps its start-up.
-        session.TrySend(new StartInvocationMessage
+        session.Send(new StartInvocationMessage
         {
             InvocationId = invocation.InvocationId,
             TaskName = invocation.TaskName,
@@ -265,6 +265,7 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, IOptions<
         var pausedFor = session.PausedAt is { } pausedAt ? DateTimeOffset.UtcNow - pausedAt : TimeSpan.Zero;
         using var runActivity = RunnerActivitySource.StartResume(context, session.Invocation, session.Attempt, pausedFor);
         RunnerMetrics.InvocationResumed(session.Invocation.TaskName, pausedFor);
+        // SIGCONT first, then the results in the background: they can be far larger than a pipe holds.
         session.Resume(new ResumeMessage { Results = results });
         InvocationLog.Resumed(logger, session.InvocationId, session.Pid, (long)pausedFor.TotalMilliseconds);
         await PublishReliablyAsync(context, session.InvocationId, new InvocationResumed

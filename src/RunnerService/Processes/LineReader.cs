@@ -1,38 +1,81 @@
 namespace RunnerService.Processes;
 
 /// <summary>
-/// Reads '\n'-terminated lines from a worker's stdout with a hard length limit, so a worker that writes
-/// an endless line cannot make the runner buffer without bound.
+/// Reads '\n'-terminated lines from a worker's stdout or stderr with a hard length limit, so a worker that writes
+/// an endless line cannot make the runner buffer without bound. After a line reported as too long, the next read
+/// starts after that line's end.
 /// </summary>
 sealed class LineReader(Stream stream, int maxLineBytes)
 {
+    const int InitialBuffer = 4 * 1024;
+    const int HeadBytes = 4 * 1024;
+
     // Starts small (a paused worker keeps its reader): most lines are short, and the buffer grows on demand.
-    byte[] _buffer = new byte[Math.Min(4 * 1024, maxLineBytes + 1)];
+    byte[] _buffer = new byte[Math.Min(InitialBuffer, maxLineBytes + 1)];
     int _start;
     int _end;
+    bool _skipping;
+    Stream _stream = stream;
 
     public int MaxLineBytes => maxLineBytes;
+
+    /// <summary>Reads on from another stream of the same pipe (reopened after a pause); buffered bytes are kept.</summary>
+    public void Rebind(Stream other) => _stream = other;
 
     public async ValueTask<LineReadResult> ReadLineAsync(CancellationToken cancellationToken)
     {
         var scanFrom = _start;
         while (true)
         {
+            if (_skipping)
+            {
+                // The rest of an over-long line: dropped as it arrives, up to its newline.
+                var end = Array.IndexOf(_buffer, (byte)'\n', _start, _end - _start);
+                if (end < 0)
+                {
+                    _start = _end = 0;
+                }
+                else
+                {
+                    _start = end + 1;
+                    _skipping = false;
+                    if (_buffer.Length > InitialBuffer && _end - _start < InitialBuffer)
+                    {
+                        var smaller = new byte[InitialBuffer];
+                        Buffer.BlockCopy(_buffer, _start, smaller, 0, _end - _start);
+                        _end -= _start;
+                        _start = 0;
+                        _buffer = smaller;
+                    }
+                    scanFrom = _start;
+                    continue;
+                }
+                var got = await _stream.ReadAsync(_buffer.AsMemory(), cancellationToken).ConfigureAwait(false);
+                if (got == 0)
+                    return LineReadResult.EndOfStream;
+                _end = got;
+                continue;
+            }
             var newline = Array.IndexOf(_buffer, (byte)'\n', scanFrom, _end - scanFrom);
             if (newline >= 0)
             {
                 var line = new ReadOnlyMemory<byte>(_buffer, _start, newline - _start);
                 _start = newline + 1;
                 if (line.Length > maxLineBytes)
-                    return LineReadResult.TooLong(line[..Math.Min(line.Length, 256)].ToArray(), line.Length);
+                    return LineReadResult.TooLong(line[..Math.Min(line.Length, HeadBytes)].ToArray(), line.Length);
                 return LineReadResult.Line(line);
             }
             var scanned = _end - _start;
             if (scanned > maxLineBytes)
-                return LineReadResult.TooLong(_buffer.AsSpan(_start, 256).ToArray(), scanned);
+            {
+                var head = _buffer.AsSpan(_start, Math.Min(scanned, HeadBytes)).ToArray();
+                _start = _end;
+                _skipping = true;
+                return LineReadResult.TooLong(head, scanned);
+            }
             MakeRoom();
             scanFrom = _start + scanned; // MakeRoom may have moved the pending bytes
-            var read = await stream.ReadAsync(_buffer.AsMemory(_end), cancellationToken).ConfigureAwait(false);
+            var read = await _stream.ReadAsync(_buffer.AsMemory(_end), cancellationToken).ConfigureAwait(false);
             if (read == 0)
             {
                 return _end > _start

@@ -3,8 +3,8 @@ using System.Runtime.InteropServices;
 namespace RunnerService.Processes;
 
 /// <summary>
-/// Every live worker (running or paused) holds three pipe ends in the service, so the number of workers one replica
-/// can keep is bounded by its open-file limit. At start the soft limit is raised to the hard limit.
+/// Every worker with open pipes (running or idle; a paused one has its ends closed) holds three pipe ends in the
+/// service, so their number is bounded by the open-file limit. At start the soft limit is raised to the hard limit.
 /// </summary>
 static partial class OpenFileLimit
 {
@@ -22,6 +22,19 @@ static partial class OpenFileLimit
 
     [LibraryImport("libc", EntryPoint = "setrlimit", SetLastError = true)]
     private static partial int SetRLimit(int resource, in RLimit limit);
+
+    /// <summary>Descriptors this process holds open right now (0 when /proc cannot tell).</summary>
+    public static int OpenNow()
+    {
+        try
+        {
+            return Directory.GetFileSystemEntries("/proc/self/fd").Length;
+        }
+        catch (IOException)
+        {
+            return 0;
+        }
+    }
 
     /// <summary>Raises the soft limit to the hard one; returns the limit in force (0 when unknown).</summary>
     public static ulong RaiseToHardLimit()

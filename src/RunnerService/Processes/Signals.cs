@@ -16,6 +16,31 @@ static partial class Signals
     /// <summary>Sends <paramref name="signal"/>; false when the process no longer exists.</summary>
     public static bool Send(int pid, int signal) => SysKill(pid, signal) == 0;
 
+    /// <summary>Sends <paramref name="signal"/> to every process of group <paramref name="pgid"/>; false when the group is empty.</summary>
+    public static bool SendToGroup(int pgid, int signal) => pgid > 0 && SysKill(-pgid, signal) == 0;
+
+    /// <summary>Polls /proc until the process shows as stopped (T), gone, or <paramref name="patience"/> passed.</summary>
+    public static void WaitUntilStopped(int pid, TimeSpan patience)
+    {
+        var deadline = Environment.TickCount64 + (long)patience.TotalMilliseconds;
+        while (true)
+        {
+            string stat;
+            try
+            {
+                stat = File.ReadAllText($"/proc/{pid}/stat");
+            }
+            catch (IOException)
+            {
+                return;
+            }
+            var state = stat[(stat.LastIndexOf(')') + 2)..][0];
+            if (state is 'T' or 't' or 'Z' or 'X' || Environment.TickCount64 > deadline)
+                return;
+            Thread.Yield();
+        }
+    }
+
     public static string Name(int signal) => signal switch
     {
         1 => "SIGHUP",

@@ -8,6 +8,18 @@ static partial class WorkerLog
         Message = "[{TaskName} {InvocationId} pid {Pid}] {Line}")]
     public static partial void WorkerStderr(ILogger logger, Guid invocationId, string taskName, int pid, string line);
 
+    [LoggerMessage(EventId = 104, EventName = "IdleWorkerStderr", Level = LogLevel.Information,
+        Message = "[idle worker pid {Pid}] {Line}")]
+    public static partial void IdleWorkerStderr(ILogger logger, int pid, string line);
+
+    [LoggerMessage(EventId = 105, EventName = "NoProcessGroups", Level = LogLevel.Warning,
+        Message = "'setsid' was not found: workers share the service's process group, so a worker's own children are not signalled with it (install util-linux)")]
+    public static partial void NoProcessGroups(ILogger logger);
+
+    [LoggerMessage(EventId = 106, EventName = "WorkerUser", Level = LogLevel.Information,
+        Message = "Workers run as user {User} (uid {Uid}, gid {Gid})")]
+    public static partial void WorkerUser(ILogger logger, string user, uint uid, uint gid);
+
     [LoggerMessage(EventId = 101, EventName = "KillingOnStop", Level = LogLevel.Warning,
         Message = "Stopping: killing worker pid {Pid} of invocation {InvocationId} ({TaskName}), state {State}")]
     public static partial void KillingOnStop(ILogger logger, int pid, Guid invocationId, string taskName, WorkerState state);
@@ -17,6 +29,6 @@ static partial class WorkerLog
     public static partial void WarmSpawnFailed(ILogger logger, Exception exception);
 
     [LoggerMessage(EventId = 103, EventName = "OpenFileLimit", Level = LogLevel.Information,
-        Message = "Open-file limit {Limit}: room for {Workers} live workers (running or paused; three pipes each, 512 descriptors kept free)")]
-    public static partial void OpenFileLimit(ILogger logger, ulong limit, ulong workers);
+        Message = "Open-file limit {Limit}, {Open} open at start: room for {Workers} workers with open pipes (three each; a paused worker holds none when {Parking}), {Reserve} descriptors kept free")]
+    public static partial void OpenFileLimit(ILogger logger, ulong limit, int open, int workers, string parking, int reserve);
 }

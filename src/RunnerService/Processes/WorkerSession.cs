@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using System.Text;
 using Microsoft.Extensions.Logging;
 using RunnerService.Contracts;
 using RunnerService.Contracts.Protocol;
@@ -7,35 +6,47 @@ using RunnerService.Contracts.Protocol;
 namespace RunnerService.Processes;
 
 /// <summary>
-/// One worker process and the protocol pipe to it, for the whole life of one invocation attempt
-/// (across pauses). Not thread-safe: one driver at a time (the consume, then each resume).
+/// One invocation attempt on one worker process, across its pauses: its run-time budget, its waits, and the single
+/// outcome it ends with. Not thread-safe: one driver at a time (the consume, then each resume).
 /// </summary>
+/// <remarks>
+/// Whatever stops a worker early (its timeout, a stdin it does not read, the service taking it away) only signals the
+/// process and records why; the read of stdout then ends when the worker is gone, and <see cref="RunAsync"/> turns
+/// the recorded reason into the outcome. So every path out of a run goes through the same read loop.
+/// </remarks>
 sealed class WorkerSession
 {
     static readonly TimeSpan ExitGrace = TimeSpan.FromSeconds(5);
-    readonly WorkerPipes _pipes;
+
+    /// <summary>Longest budget a timer can hold (about 24.8 days); longer timeouts are refused at arrival.</summary>
+    static readonly TimeSpan MaxTimer = TimeSpan.FromMilliseconds(int.MaxValue);
+
+    readonly WorkerProcess _process;
+    readonly WorkerTimings _timings;
     readonly ILogger _logger;
     readonly Stopwatch _runClock = new();
     TimeSpan _budget;
     int _end; // 0 live, 1 its final outcome is claimed, 2 aborted by the service
+    volatile SessionOutcome.Final? _stoppedBecause;
 
-    public WorkerSession(WorkerPipes pipes, RunInvocation invocation, int attempt, TimeSpan timeout, bool offerReuse, ILogger logger)
+    public WorkerSession(WorkerProcess process, RunInvocation invocation, int attempt, TimeSpan timeout, bool offerReuse, WorkerTimings timings, ILogger logger)
     {
-        _pipes = pipes;
+        _process = process;
         Invocation = invocation;
         Attempt = attempt;
         _budget = timeout;
+        _timings = timings;
         _logger = logger;
         StartedAt = DateTimeOffset.UtcNow;
         ReuseOffered = offerReuse;
-        pipes.Runs++;
-        pipes.Current = this;
+        process.Runs++;
+        process.Current = this;
     }
 
     /// <summary>The worker's exit status once <see cref="Exited"/> completed (128+N for death by signal N).</summary>
-    public int ExitCode => _pipes.ExitCode;
+    public int ExitCode => _process.ExitCode;
 
-    public WorkerPipes Pipes => _pipes;
+    public WorkerProcess Process => _process;
 
     /// <summary>The invocation line tells the worker it may stay for another invocation after this one.</summary>
     public bool ReuseOffered { get; }
@@ -46,10 +57,10 @@ sealed class WorkerSession
     public RunInvocation Invocation { get; }
     public Guid InvocationId => Invocation.InvocationId;
     public int Attempt { get; }
-    public int Pid => _pipes.Pid;
+    public int Pid => _process.Pid;
     public DateTimeOffset StartedAt { get; }
     public WorkerState State { get; private set; } = WorkerState.Running;
-    public Task Exited => _pipes.Exited;
+    public Task Exited => _process.Exited;
 
     /// <summary>How long the invocation queued before this worker started.</summary>
     public TimeSpan QueuedFor { get; set; }
@@ -81,14 +92,15 @@ sealed class WorkerSession
     public bool TryClaimFinal() => Interlocked.CompareExchange(ref _end, 1, 0) != 2;
 
     /// <summary>
-    /// Takes the worker away unless its final outcome was already claimed: kills it. The caller must reroute the
-    /// invocation and then complete <see cref="Rerouted"/>.
+    /// Takes the worker away unless its final outcome was already claimed: SIGTERM to its group, SIGKILL after the
+    /// kill grace. The caller awaits <see cref="Exited"/>, reroutes the invocation and then completes
+    /// <see cref="Rerouted"/>.
     /// </summary>
     public bool TryAbort()
     {
         if (Interlocked.CompareExchange(ref _end, 2, 0) != 0)
             return false;
-        Kill();
+        _ = _process.TerminateAsync(_timings.KillGrace);
         return true;
     }
 
@@ -103,57 +115,62 @@ sealed class WorkerSession
     /// <summary>When the worker was last paused.</summary>
     public DateTimeOffset? PausedAt { get; private set; }
 
-    public bool TrySend(WorkerMessage message)
+    /// <summary>Hands the worker its invocation (or a resume) without waiting for it to read; see <see cref="Deliver"/>.</summary>
+    public void Send(WorkerMessage message) => _ = Deliver(message);
+
+    /// <summary>
+    /// Writes to the worker's stdin in the background, while the driver reads its stdout (a worker may write before it
+    /// reads). A worker that does not take the message within <c>Runner:StdinTimeout</c> is stopped, and the run fails
+    /// as a protocol violation.
+    /// </summary>
+    async Task Deliver(WorkerMessage message)
     {
-        try
-        {
-            WorkerProtocol.Write(_pipes.Stdin, message);
-            _pipes.Stdin.Flush();
-            return true;
-        }
-        catch (IOException)
-        {
-            return false; // the worker is gone; its exit is reported by the read loop
-        }
-        catch (ObjectDisposedException)
-        {
-            return false;
-        }
+        if (await _process.Conversation.SendAsync(message, _timings.StdinTimeout).ConfigureAwait(false) != SendResult.Stalled)
+            return;
+        Stop(SessionOutcome.Failed(InvocationErrorTypes.ProtocolViolation,
+            $"the worker did not read its stdin: the '{WorkerProtocol.TypeName(message)}' line could not be written within {_timings.StdinTimeout} (Runner:StdinTimeout); it was killed"),
+            TimeSpan.Zero);
+    }
+
+    /// <summary>Ends the run early for <paramref name="reason"/>: signals the worker; the read loop reports the reason.</summary>
+    void Stop(SessionOutcome.Final reason, TimeSpan grace)
+    {
+        if (_stoppedBecause is not null)
+            return;
+        _stoppedBecause = reason;
+        _ = _process.TerminateAsync(grace);
     }
 
     /// <summary>
-    /// Lets the worker run until it ends or asks to wait. Only its timeout or the shutdown coordinator
-    /// (<see cref="TryAbort"/>) takes it away early: the worker's life does not follow the delivery's.
+    /// Lets the worker run until it ends or asks to wait. Only its timeout, a stdin it does not read, or the shutdown
+    /// coordinator (<see cref="TryAbort"/>) takes it away early: the worker's life does not follow the delivery's.
     /// </summary>
     public async Task<SessionOutcome> RunAsync(ISessionCallbacks callbacks)
     {
         State = WorkerState.Running;
         _runClock.Start();
-        using var timeout = new CancellationTokenSource(_budget > TimeSpan.Zero ? _budget : TimeSpan.FromMilliseconds(1));
-        // Kill instead of cancelling the read: the read then ends with end-of-stream, whatever the pipe supports.
-        using var onTimeout = timeout.Token.Register(Kill);
+        var budget = _budget <= TimeSpan.Zero ? TimeSpan.FromMilliseconds(1) : _budget < MaxTimer ? _budget : MaxTimer;
+        using var timeout = new CancellationTokenSource(budget);
+        using var onTimeout = timeout.Token.Register(() => Stop(new SessionOutcome.Final(InvocationStatus.TimedOut, null, new InvocationError
+        {
+            Type = InvocationErrorTypes.TimedOut,
+            Message = $"the invocation ran longer than its timeout of {Invocation.Timeout ?? _budget + RunTime}; it got SIGTERM, and SIGKILL after {_timings.KillGrace} (Runner:KillGrace)",
+        }), _timings.KillGrace));
         try
         {
             var outcome = await ReadUntilOutcomeAsync(callbacks).ConfigureAwait(false);
-            if (outcome is SessionOutcome.Waiting && IsAborted)
-                return new SessionOutcome.Aborted();
-            if (outcome is SessionOutcome.Final && !TryClaimFinal())
-                return new SessionOutcome.Aborted(); // killed by the service, not by its own fault
-            if (timeout.IsCancellationRequested && outcome is not SessionOutcome.Waiting)
+            // A worker the service took away (shutdown) is rerouted by whoever took it: its own outcome does not count.
+            return outcome switch
             {
-                await Exited.ConfigureAwait(false);
-                return new SessionOutcome.Final(InvocationStatus.TimedOut, null, new InvocationError
-                {
-                    Type = InvocationErrorTypes.TimedOut,
-                    Message = $"the invocation ran longer than its timeout of {Invocation.Timeout ?? _budget + RunTime} and was killed",
-                });
-            }
-            return outcome;
+                SessionOutcome.Waiting when IsAborted => new SessionOutcome.Aborted(),
+                SessionOutcome.Final when !TryClaimFinal() => new SessionOutcome.Aborted(),
+                _ => outcome,
+            };
         }
         finally
         {
             _runClock.Stop();
-            _budget = _budget - _runClock.Elapsed;
+            _budget -= _runClock.Elapsed;
         }
     }
 
@@ -161,137 +178,54 @@ sealed class WorkerSession
     {
         while (true)
         {
-            var read = await _pipes.Stdout.ReadLineAsync(CancellationToken.None).ConfigureAwait(false);
-            switch (read.Kind)
+            var next = await _process.Conversation.ReadAsync(_process.OutputDeadline).ConfigureAwait(false);
+            if (next is WorkerEvent.Closed closed)
+                return await EndedAsync(closed).ConfigureAwait(false);
+            if (_stoppedBecause is not null || IsAborted)
+                continue; // stopping: whatever it still says changes nothing, read on to the end
+            switch (next)
             {
-                case LineReadKind.EndOfStream:
-                    return await DescribeExitAsync("closed its stdout without a result").ConfigureAwait(false);
-                case LineReadKind.PartialLineAtEnd:
-                    return await DescribeExitAsync($"closed its stdout in the middle of a line starting '{Preview(read.Bytes.Span)}'").ConfigureAwait(false);
-                case LineReadKind.TooLong:
-                    Kill();
+                case WorkerEvent.Violation violation:
+                    _process.Kill();
                     await Exited.ConfigureAwait(false);
-                    var head = Preview(read.Bytes.Span);
-                    return head.Contains("\"type\":\"result\"", StringComparison.Ordinal)
-                        ? SessionOutcome.Failed(InvocationErrorTypes.ResultTooLarge,
-                            $"the result is larger than the limit of {_pipes.Stdout.MaxLineBytes} bytes (Runner:MaxMessageBytes)")
-                        : SessionOutcome.Failed(InvocationErrorTypes.ProtocolViolation,
-                            $"the worker wrote a line longer than the limit of {_pipes.Stdout.MaxLineBytes} bytes, starting '{head}'");
-            }
-
-            if (read.Bytes.Length == 0)
-                continue;
-            if (!WorkerProtocol.TryDecode(read.Bytes.Span, out var message, out var error))
-            {
-                var line = Preview(read.Bytes.Span);
-                Kill();
-                await Exited.ConfigureAwait(false);
-                return SessionOutcome.Failed(InvocationErrorTypes.ProtocolViolation,
-                    $"the worker wrote a line that is not a protocol message: '{line}'", error);
-            }
-
-            switch (message)
-            {
-                case HelloMessage hello when hello.Protocol != WorkerProtocol.Version:
-                    Kill();
-                    await Exited.ConfigureAwait(false);
-                    return SessionOutcome.Failed(InvocationErrorTypes.ProtocolViolation,
-                        $"the worker speaks protocol version {hello.Protocol}; this runner speaks {WorkerProtocol.Version}");
-                case HelloMessage hello:
-                    _pipes.Reusable = hello.Reusable;
+                    return SessionOutcome.Failed(violation.ErrorType, violation.Message, violation.Details);
+                case WorkerEvent.Received { Message: HelloMessage hello }:
+                    _process.Reusable = hello.Reusable;
                     break;
-                case LogMessage log:
+                case WorkerEvent.Received { Message: LogMessage log }:
                     _logger.LogInformation("worker {Pid}: {Message}", Pid, log.Message);
                     break;
-                case ProgressMessage:
-                    break;
-                case InvokeMessage invoke:
+                case WorkerEvent.Received { Message: InvokeMessage invoke }:
                     await callbacks.OnInvokeAsync(this, invoke).ConfigureAwait(false);
                     break;
-                case WaitMessage { InvocationIds: null }:
-                    Kill();
-                    await Exited.ConfigureAwait(false);
-                    return SessionOutcome.Failed(InvocationErrorTypes.ProtocolViolation,
-                        $"the worker sent a 'wait' without 'invocationIds': '{Preview(read.Bytes.Span)}'");
-                case WaitMessage { InvocationIds.Count: 0 }:
-                    // Nothing to wait for: answer at once, no pause.
-                    TrySend(new ResumeMessage { Results = [] });
+                case WorkerEvent.Received { Message: WaitMessage { InvocationIds.Count: 0 } }:
+                    Send(new ResumeMessage { Results = [] }); // nothing to wait for: answered at once, no pause
                     break;
-                case WaitMessage wait:
+                case WorkerEvent.Received { Message: WaitMessage wait }:
                     WaitingFor = wait.InvocationIds;
                     WaitSequence++;
                     return new SessionOutcome.Waiting(wait.InvocationIds);
-                case ResultMessage result:
-                    if (!TryClaimFinal())
-                        return new SessionOutcome.Aborted();
+                case WorkerEvent.Received { Message: ResultMessage result }:
                     // The driver publishes the outcome while the worker exits (AwaitExitAfterFinalAsync).
                     return new SessionOutcome.Final(InvocationStatus.Succeeded, result.Result, null);
-                case ErrorMessage { Error: null }:
-                    Kill();
-                    await Exited.ConfigureAwait(false);
-                    return SessionOutcome.Failed(InvocationErrorTypes.ProtocolViolation,
-                        $"the worker sent an 'error' without an 'error' object: '{Preview(read.Bytes.Span)}'");
-                case ErrorMessage failure:
-                    if (!TryClaimFinal())
-                        return new SessionOutcome.Aborted();
+                case WorkerEvent.Received { Message: ErrorMessage failure }:
                     return new SessionOutcome.Final(InvocationStatus.Failed, null, failure.Error, failure.Retryable);
                 default:
-                    Kill();
-                    await Exited.ConfigureAwait(false);
-                    return SessionOutcome.Failed(InvocationErrorTypes.ProtocolViolation,
-                        $"the worker sent '{Preview(read.Bytes.Span)}', a message only the runner may send");
+                    break; // progress: informational
             }
         }
     }
 
-    /// <summary>Pauses the worker (SIGSTOP). It keeps its memory but no slot and no CPU.</summary>
-    public void Pause()
+    /// <summary>stdout has ended: the worker is gone or going. Says why, once it has exited.</summary>
+    async Task<SessionOutcome> EndedAsync(WorkerEvent.Closed closed)
     {
-        Signals.Send(Pid, Signals.SIGSTOP);
-        State = WorkerState.Paused;
-        PausedAt = DateTimeOffset.UtcNow;
-    }
-
-    /// <summary>Writes the awaited outcomes to the worker and lets it run again (SIGCONT).</summary>
-    public bool Resume(ResumeMessage results)
-    {
-        var written = TrySend(results);
-        Signals.Send(Pid, Signals.SIGCONT);
-        State = WorkerState.Running;
-        WaitingFor = [];
-        return written;
-    }
-
-    public void Kill() => _pipes.Kill();
-
-    /// <summary>
-    /// After a final message the worker should exit on its own; one that lingers is killed. In reuse mode a worker
-    /// that was offered another invocation stays: the session ends with it idle. The driver calls this after a
-    /// <see cref="SessionOutcome.Final"/> and keeps the slot until it returns; other outcomes already waited.
-    /// </summary>
-    public async Task AwaitExitAfterFinalAsync()
-    {
-        if (ReuseOffered && _pipes.Reusable && !Exited.IsCompleted)
-            WorkerIdleAfterFinal = true;
-        else
-            await ExitOrKillAsync().ConfigureAwait(false);
-        State = WorkerState.Exited;
-    }
-
-    /// <summary>Waits up to <see cref="ExitGrace"/> for the worker to exit, then kills it; true when it had to be killed.</summary>
-    async Task<bool> ExitOrKillAsync()
-    {
-        if (await Task.WhenAny(Exited, Task.Delay(ExitGrace)).ConfigureAwait(false) == Exited)
-            return false;
-        Kill();
-        await Exited.ConfigureAwait(false);
-        return true;
-    }
-
-    async Task<SessionOutcome> DescribeExitAsync(string what)
-    {
+        var what = closed.PartialLine is null
+            ? "closed its stdout without a result"
+            : $"closed its stdout in the middle of a line starting '{closed.PartialLine}'";
         var killed = await ExitOrKillAsync().ConfigureAwait(false);
         State = WorkerState.Exited;
+        if (_stoppedBecause is { } reason)
+            return reason;
         if (killed)
             return SessionOutcome.Failed(InvocationErrorTypes.ProtocolViolation, $"the worker {what} and did not exit; it was killed");
         var code = ExitCode;
@@ -306,10 +240,57 @@ sealed class WorkerSession
         return SessionOutcome.Failed(InvocationErrorTypes.WorkerExited, $"the worker exited with exit code {code} and {what}");
     }
 
-    static string Preview(ReadOnlySpan<byte> bytes)
+    /// <summary>Pauses the worker and its group (SIGSTOP). It keeps its memory but no slot, no CPU and no descriptor here.</summary>
+    public void Pause()
     {
-        var head = bytes[..Math.Min(bytes.Length, 120)];
-        var text = Encoding.UTF8.GetString(head);
-        return bytes.Length > head.Length ? text + "…" : text;
+        _process.Pause();
+        State = WorkerState.Paused;
+        PausedAt = DateTimeOffset.UtcNow;
+    }
+
+    /// <summary>
+    /// Lets the worker run again (SIGCONT) and hands it the awaited outcomes. The resume can be megabytes: it is
+    /// written after SIGCONT and in the background (<see cref="Deliver"/>), never into the pipe of a stopped process.
+    /// False when the worker cannot be resumed (it no longer holds its pipes).
+    /// </summary>
+    public bool Resume(ResumeMessage results)
+    {
+        var continued = _process.Continue();
+        State = WorkerState.Running;
+        WaitingFor = [];
+        if (continued)
+            Send(results);
+        return continued;
+    }
+
+    public void Kill() => _process.Kill();
+
+    /// <summary>
+    /// After a final message the worker should exit on its own; one that lingers is killed. In reuse mode a worker
+    /// that was offered another invocation stays: the session ends with it idle. The driver calls this after a
+    /// <see cref="SessionOutcome.Final"/> and keeps the slot until it returns; other outcomes already waited.
+    /// </summary>
+    public async Task AwaitExitAfterFinalAsync()
+    {
+        if (ReuseOffered && _process.Reusable && !Exited.IsCompleted && _stoppedBecause is null)
+            WorkerIdleAfterFinal = true;
+        else
+            await ExitOrKillAsync().ConfigureAwait(false);
+        State = WorkerState.Exited;
+    }
+
+    /// <summary>Waits up to <see cref="ExitGrace"/> for the worker to exit, then kills it; true when it had to be killed.</summary>
+    async Task<bool> ExitOrKillAsync()
+    {
+        if (await Task.WhenAny(Exited, Task.Delay(ExitGrace)).ConfigureAwait(false) == Exited)
+            return false;
+        _process.Kill();
+        await Exited.ConfigureAwait(false);
+        return true;
     }
 }
+
+/// <summary>The time limits a session applies to its worker.</summary>
+/// <param name="KillGrace">Between SIGTERM and SIGKILL when a worker is stopped early.</param>
+/// <param name="StdinTimeout">Longest wait for a worker to take a line on its stdin.</param>
+sealed record WorkerTimings(TimeSpan KillGrace, TimeSpan StdinTimeout);

@@ -31,15 +31,26 @@ public sealed class RunnerProcess : IAsyncDisposable
     }
 
     public int Pid => _process.Id;
+
+    /// <summary>Descriptors the service holds open right now, read from /proc.</summary>
+    public int OpenDescriptors() => Directory.GetFiles($"/proc/{Pid}/fd").Length;
+
+    /// <summary>A field of /proc/PID/status in KiB (VmRSS, VmHWM …).</summary>
+    public long StatusKiB(string field)
+    {
+        var line = File.ReadLines($"/proc/{Pid}/status").First(l => l.StartsWith(field + ":", StringComparison.Ordinal));
+        return long.Parse(line[(field.Length + 1)..].Trim().Split(' ')[0], System.Globalization.CultureInfo.InvariantCulture);
+    }
     public Uri HttpBase { get; }
     public bool HasExited => _process.HasExited;
     public string Output => string.Join('\n', _output);
 
     public static async Task<RunnerProcess> StartAsync(Uri broker, ITestOutputHelper? output, int slots,
-        IReadOnlyDictionary<string, string>? settings = null, string? instanceId = null)
+        IReadOnlyDictionary<string, string>? settings = null, string? instanceId = null, int? openFileLimit = null)
     {
         var port = FreePort();
-        var start = new ProcessStartInfo("dotnet")
+        // With an open-file limit the shell lowers it and execs dotnet in place: the pid stays the service's.
+        var start = new ProcessStartInfo(openFileLimit is null ? "dotnet" : "/bin/sh")
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
@@ -47,6 +58,11 @@ public sealed class RunnerProcess : IAsyncDisposable
             UseShellExecute = false,
             WorkingDirectory = RepoPaths.ServiceDirectory,
         };
+        if (openFileLimit is { } limit)
+        {
+            start.ArgumentList.Add("-c");
+            start.ArgumentList.Add($"ulimit -n {limit} && exec dotnet \"$0\"");
+        }
         start.ArgumentList.Add(RepoPaths.ServiceDll);
         start.Environment["ConnectionStrings__RabbitMq"] = broker.ToString();
         start.Environment["Runner__Slots"] = slots.ToString(System.Globalization.CultureInfo.InvariantCulture);

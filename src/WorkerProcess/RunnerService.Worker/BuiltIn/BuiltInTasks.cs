@@ -69,19 +69,25 @@ public static class BuiltInTasks
         return x.GetInt64() + y.GetInt64();
     }
 
-    /// <summary><c>{width, depth}</c>: a tree of sub-invocations; a leaf returns 1, a node the sum of its children.</summary>
+    /// <summary>
+    /// <c>{width, depth, bytes?}</c>: a tree of sub-invocations; a leaf returns 1 (or, with <c>bytes</c>, a string of that
+    /// many 'x'), a node the sum of its children's numbers (string lengths counted). Large leaves make large resumes.
+    /// </summary>
     static async ValueTask<JsonNode?> Fanout(TaskContext ctx)
     {
         var width = ctx.GetInt32("width");
         var depth = ctx.GetInt32("depth");
+        var bytes = ctx.GetInt32("bytes", 0);
         if (depth <= 0 || width <= 0)
-            return 1;
+            return bytes > 0 ? new string('x', bytes) : 1;
         var children = Enumerable.Range(0, width)
-            .Select(_ => ctx.Invoke("fanout", new JsonObject { ["width"] = width, ["depth"] = depth - 1 }))
+            .Select(_ => ctx.Invoke("fanout", new JsonObject { ["width"] = width, ["depth"] = depth - 1, ["bytes"] = bytes }))
             .ToArray();
         var results = await ctx.WaitAll(children);
-        return results.Sum(r => r.GetInt64());
+        return results.Sum(r => r.ValueKind == JsonValueKind.String ? CountOf('x', r.GetString()!) : r.GetInt64());
     }
+
+    static long CountOf(char c, string text) => text.Count(x => x == c);
 
     /// <summary><c>{text}</c>: asks <c>echo</c> for the text and upper-cases what it returns.</summary>
     static async ValueTask<JsonNode?> Upper(TaskContext ctx)

@@ -1,0 +1,232 @@
+using System.Diagnostics;
+using System.IO.Pipes;
+using Microsoft.Extensions.Logging;
+
+namespace RunnerService.Processes;
+
+/// <summary>
+/// One worker process for its whole life: its process group, its signals, its three pipes and when they close.
+/// Normally that life is one invocation; with <c>Runner:MaxInvocationsPerProcess</c> above 1 a worker that said it
+/// can (<c>hello.reusable</c>) runs several, one after another, each in its own <see cref="WorkerSession"/>.
+/// </summary>
+/// <remarks>
+/// The worker leads its own process group (started through <c>setsid</c>), so its own children share its fate: every
+/// signal goes to the group, and when the worker exits whatever is left of the group gets SIGTERM, then SIGKILL after
+/// the kill grace. Descendants that start a session or group of their own escape this (docs/faults.md).
+/// </remarks>
+sealed class WorkerProcess
+{
+    readonly Process _process;
+    readonly bool _ownGroup;
+    readonly TimeSpan _killGrace;
+    readonly ILogger _logger;
+    readonly CancellationTokenSource _outputDeadline = new();
+    Stream _stdin;
+    Stream _stdout;
+    StderrPump? _stderr;
+    PipeIdentity _pipes;
+    int _released;
+    readonly Action<int>? _parkedChanged;
+    readonly Lock _parkLock = new();
+
+    public WorkerProcess(Process process, bool ownGroup, int maxLineBytes, TimeSpan killGrace, ILogger logger, Action<int>? parkedChanged = null)
+    {
+        _parkedChanged = parkedChanged;
+        _process = process;
+        _ownGroup = ownGroup;
+        _killGrace = killGrace;
+        _logger = logger;
+        Pid = process.Id;
+        _stdin = process.StandardInput.BaseStream;
+        _stdout = process.StandardOutput.BaseStream;
+        _pipes = PipeIdentity.Of(_stdin, _stdout, process.StandardError.BaseStream);
+        Conversation = new WorkerConversation(_stdin, _stdout, maxLineBytes);
+        _stderr = new StderrPump(this, process.StandardError.BaseStream, maxLineBytes, logger, _outputDeadline.Token);
+        Exited = WatchExitAsync();
+    }
+
+    public int Pid { get; }
+
+    /// <summary>The protocol on stdin/stdout.</summary>
+    public WorkerConversation Conversation { get; }
+
+    /// <summary>Completes when the worker process has exited (not its group, not its pipes).</summary>
+    public Task Exited { get; }
+
+    /// <summary>The exit status once <see cref="Exited"/> completed (128+N for death by signal N).</summary>
+    public int ExitCode { get; private set; }
+
+    /// <summary>
+    /// Cancelled a while after the worker exited: a read of its stdout or stderr still open then is abandoned, so a
+    /// descendant that escaped the group and keeps a pipe open never holds the session.
+    /// </summary>
+    public CancellationToken OutputDeadline => _outputDeadline.Token;
+
+    /// <summary>The worker said in its hello that it can run another invocation after a result.</summary>
+    public bool Reusable { get; set; }
+
+    /// <summary>Invocations handed to this process so far.</summary>
+    public int Runs { get; set; }
+
+    /// <summary>True while paused with its pipe ends closed on this side (they are reopened on resume).</summary>
+    public bool Parked { get; private set; }
+
+    /// <summary>True when the worker leads a process group of its own (signals reach its children too).</summary>
+    public bool HasOwnGroup => _ownGroup;
+
+    /// <summary>The session that owns the process now (its stderr lines are logged under that invocation).</summary>
+    public WorkerSession? Current { get; set; }
+
+    async Task WatchExitAsync()
+    {
+        await _process.WaitForExitAsync().ConfigureAwait(false);
+        ExitCode = _process.ExitCode;
+        SetParked(false);
+        // The worker is gone; what is left of its group (helpers it started) goes with it. Reads of pipes that such a
+        // process still holds are abandoned once the kill grace has had its effect.
+        if (_ownGroup && Signals.SendToGroup(Pid, Signals.SIGTERM))
+        {
+            Signals.SendToGroup(Pid, Signals.SIGCONT);
+            _ = KillGroupAfterAsync(_killGrace);
+        }
+        _outputDeadline.CancelAfter(_killGrace + OutputDrainGrace);
+    }
+
+    static readonly TimeSpan OutputDrainGrace = TimeSpan.FromSeconds(1);
+
+    async Task KillGroupAfterAsync(TimeSpan grace)
+    {
+        if (grace > TimeSpan.Zero)
+            await Task.Delay(grace).ConfigureAwait(false);
+        Signals.SendToGroup(Pid, Signals.SIGKILL);
+    }
+
+    /// <summary>Sends a signal to the worker and its group.</summary>
+    void Signal(int signal)
+    {
+        if (_ownGroup)
+            Signals.SendToGroup(Pid, signal);
+        // The worker itself, even if it left its group (and while the group does not exist yet).
+        if (!Exited.IsCompleted)
+            Signals.Send(Pid, signal);
+    }
+
+    /// <summary>SIGKILL to the worker and its group, at once.</summary>
+    public void Kill() => Signal(Signals.SIGKILL);
+
+    /// <summary>
+    /// SIGTERM to the worker and its group, so a task can clean up; SIGKILL after <paramref name="grace"/> (zero: at
+    /// once). Completes when the worker has exited.
+    /// </summary>
+    public async Task TerminateAsync(TimeSpan grace)
+    {
+        if (Exited.IsCompleted)
+            return;
+        if (grace <= TimeSpan.Zero)
+        {
+            Kill();
+        }
+        else
+        {
+            Signal(Signals.SIGTERM);
+            Signal(Signals.SIGCONT); // a stopped process keeps SIGTERM pending until it runs
+            if (await Task.WhenAny(Exited, Task.Delay(grace)).ConfigureAwait(false) != Exited)
+                Kill();
+        }
+        await Exited.ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Stops the worker and its group (SIGSTOP) and closes this side's pipe ends: a paused worker costs the service no
+    /// descriptor, however many wait. The pipes themselves live on in the worker; <see cref="Continue"/> reopens them.
+    /// </summary>
+    public void Pause()
+    {
+        Signal(Signals.SIGSTOP);
+        if (!_pipes.CanReopen || Exited.IsCompleted)
+            return;
+        // Closing the stderr end while a member of the group still writes would give it EPIPE: wait (briefly) until the
+        // stop has taken effect. The group got the signal at the same moment as the worker.
+        Signals.WaitUntilStopped(Pid, TimeSpan.FromMilliseconds(200));
+        _stderr?.Stop();
+        _stderr = null;
+        _stdin.Dispose();
+        _stdout.Dispose();
+        SetParked(true);
+    }
+
+    void SetParked(bool parked)
+    {
+        lock (_parkLock)
+        {
+            if (Parked == parked)
+                return;
+            Parked = parked;
+        }
+        _parkedChanged?.Invoke(parked ? 1 : -1);
+    }
+
+    /// <summary>
+    /// Reopens the pipe ends closed by <see cref="Pause"/> (through /proc) and lets the worker and its group run again
+    /// (SIGCONT). False when the worker no longer holds its stdin or stdout: it cannot be resumed.
+    /// </summary>
+    public bool Continue()
+    {
+        var reopened = true;
+        if (Parked)
+        {
+            var pipes = _pipes.Reopen(Pid);
+            if (pipes.Stdin is null || pipes.Stdout is null)
+            {
+                pipes.Stdin?.Dispose();
+                pipes.Stdout?.Dispose();
+                pipes.Stderr?.Dispose();
+                reopened = false;
+            }
+            else
+            {
+                _stdin = pipes.Stdin;
+                _stdout = pipes.Stdout;
+                Conversation.Rebind(_stdin, _stdout);
+                if (pipes.Stderr is not null)
+                    _stderr = new StderrPump(this, pipes.Stderr, Conversation.MaxLineBytes, _logger, _outputDeadline.Token);
+                SetParked(false);
+            }
+        }
+        Signal(Signals.SIGCONT);
+        return reopened;
+    }
+
+    /// <summary>Closes stdin: an idle worker takes it as the end of its work and exits.</summary>
+    public void CloseStdin()
+    {
+        try
+        {
+            _stdin.Dispose();
+        }
+        catch (IOException)
+        {
+        }
+    }
+
+    /// <summary>
+    /// Once the worker has exited and nobody reads its stdout any more: closes every descriptor this side holds for it
+    /// (the stderr pipe when its reader is done). Idempotent.
+    /// </summary>
+    public async Task ReleaseAsync()
+    {
+        if (Interlocked.Exchange(ref _released, 1) != 0)
+            return;
+        await Exited.ConfigureAwait(false);
+        _stdin.Dispose();
+        _stdout.Dispose();
+        if (_stderr is { } stderr)
+            await stderr.Completion.ConfigureAwait(false);
+        _process.Dispose();
+        _outputDeadline.Dispose();
+    }
+
+    /// <summary>Wraps a descriptor reopened through /proc as a pipe stream (asynchronous, cancellable I/O).</summary>
+    internal static Stream PipeStream(int fd, PipeDirection direction) =>
+        new AnonymousPipeClientStream(direction, new Microsoft.Win32.SafeHandles.SafePipeHandle(fd, ownsHandle: true));
+}

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Text;
+using System.Text.RegularExpressions;
 using MassTransit;
 using RunnerService.Contracts;
 using RunnerService.IntegrationTests.Infrastructure;
@@ -10,7 +11,7 @@ namespace RunnerService.IntegrationTests;
 /// <summary>Worker failures, timeouts, retries, shutdown, orphans and bad input over a real broker.</summary>
 [Collection(BrokerCollection.Name)]
 [Trait("Category", "Faults")]
-public sealed class FaultTests(BrokerFixture broker, ITestOutputHelper output)
+public sealed partial class FaultTests(BrokerFixture broker, ITestOutputHelper output)
 {
     static readonly TimeSpan Patience = TimeSpan.FromSeconds(90);
 
@@ -218,6 +219,69 @@ public sealed class FaultTests(BrokerFixture broker, ITestOutputHelper output)
         Assert.Single(env.Bus.Completed, c => c.InvocationId == duplicate.InvocationId);
         Assert.False(env.Runner.HasExited);
     }
+
+    [Fact]
+    public async Task Max_attempts_over_100_a_timeout_over_max_timeout_and_a_bad_task_name_each_fail_as_invalid_without_a_worker()
+    {
+        await using var env = await RunnerEnvironment.StartAsync(broker, output, slots: 1);
+        var cases = new (RunInvocation Invocation, string Reason)[]
+        {
+            (new RunInvocation { InvocationId = NewId.NextGuid(), TaskName = "echo", MaxAttempts = 1000 }, "MaxAttempts 1000 is over the limit of 100"),
+            (new RunInvocation { InvocationId = NewId.NextGuid(), TaskName = "echo", Timeout = TimeSpan.FromDays(60) },
+                "Timeout 60.00:00:00 is over the limit of 7.00:00:00 (Runner:MaxTimeout)"),
+            (new RunInvocation { InvocationId = NewId.NextGuid(), TaskName = "rm -rf /" },
+                "TaskName \"rm -rf /\" is not a valid task name (letters, digits and _ - . : /, starting with a letter or digit, at most 200 characters)"),
+        };
+        foreach (var (invocation, reason) in cases)
+        {
+            var completed = await env.Bus.Client.RunAsync(invocation).WaitAsync(Patience);
+            output.WriteLine($"{completed.Status}: {completed.Error}");
+            Assert.Equal(InvocationStatus.Failed, completed.Status);
+            Assert.Equal(InvocationErrorTypes.InvalidInvocation, completed.Error!.Type);
+            Assert.Equal(reason, completed.Error.Message);
+        }
+        var faults = new List<string>();
+        while (faults.Count < cases.Length)
+        {
+            var faulted = await TestBus.PollAsync(async () => await env.Bus.GetAsync("run-invocation_error"), Patience, "the invalid messages in the error queue");
+            faults.Add(Encoding.UTF8.GetString((byte[])faulted.BasicProperties.Headers!["MT-Fault-Message"]!));
+        }
+        Assert.All(cases, c => Assert.Contains(faults, f => f.Contains(c.Reason, StringComparison.Ordinal)));
+        Assert.DoesNotContain(env.Bus.Started, s => cases.Any(c => c.Invocation.InvocationId == s.InvocationId));
+        Assert.Single(env.Bus.Completed, c => c.InvocationId == cases[0].Invocation.InvocationId);
+    }
+
+    [Fact]
+    public async Task A_thousand_distinct_unknown_task_names_leave_at_most_max_task_labels_plus_one_task_label_values_on_metrics()
+    {
+        const int maxTaskLabels = 20;
+        const int names = 1000;
+        await using var env = await RunnerEnvironment.StartAsync(broker, output, slots: 4,
+            new Dictionary<string, string> { ["Runner__MaxTaskLabels"] = maxTaskLabels.ToString(System.Globalization.CultureInfo.InvariantCulture) });
+        var watch = Stopwatch.StartNew();
+        var ids = new HashSet<Guid>();
+        for (var i = 0; i < names; i++)
+        {
+            var invocation = new RunInvocation { InvocationId = NewId.NextGuid(), TaskName = $"unknown-{i}" };
+            ids.Add(invocation.InvocationId);
+            await env.Bus.Client.SubmitAsync(invocation);
+        }
+        await env.Bus.TestWaitAsync(() => env.Bus.Completed.Count(c => ids.Contains(c.InvocationId)) >= names, TimeSpan.FromMinutes(5));
+        output.WriteLine($"{names} unknown tasks completed in {watch.Elapsed}");
+        Assert.All(env.Bus.Completed.Where(c => ids.Contains(c.InvocationId)), c => Assert.Equal(InvocationErrorTypes.UnknownTask, c.Error!.Type));
+
+        var metrics = await MetricsText.ScrapeAsync(env.Runner.HttpBase);
+        var taskLabels = TaskLabel().Matches(metrics.Text).Select(m => m.Groups[1].Value).Distinct().ToList();
+        output.WriteLine($"{taskLabels.Count} task label values, {metrics.Text.Length} bytes of /metrics");
+        Assert.InRange(taskLabels.Count, 1, maxTaskLabels + 1);
+        Assert.Contains("other", taskLabels);
+        // Nothing is lost under the cap: every run is still counted, the ones past it as task="other".
+        Assert.Equal(names, metrics.Sum("runner_invocations_completed_total"));
+        Assert.Equal(names - maxTaskLabels, metrics.Value("runner_invocations_completed_total", ("task", "other"), ("status", "failed")));
+    }
+
+    [GeneratedRegex("[{,]task=\"([^\"]*)\"")]
+    private static partial Regex TaskLabel();
 
     static async Task AssertSlotsFreeAsync(RunnerProcess runner)
     {

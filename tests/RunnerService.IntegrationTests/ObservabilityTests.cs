@@ -56,7 +56,7 @@ public sealed partial class ObservabilityTests(BrokerFixture broker, ITestOutput
         Assert.Equal(2, metrics.Value(completed, ("task", "fail"), ("status", "failed")));
         Assert.Equal(1, metrics.Value(completed, ("task", "crash"), ("status", "failed")));
         Assert.Equal(3, metrics.Value(completed, ("task", "fib"), ("status", "succeeded")));
-        Assert.Equal(1, metrics.Value(completed, ("task", ""), ("status", "failed"))); // the rejected message
+        Assert.Equal(1, metrics.Value(completed, ("task", "other"), ("status", "failed"))); // the rejected message: no valid name, so no label of its own
         Assert.Equal(17, metrics.Sum(completed));
 
         // Histograms: one run time per completion that ran, one queue time per start, one paused time per resume.

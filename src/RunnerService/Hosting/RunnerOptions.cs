@@ -7,6 +7,15 @@ public sealed class RunnerOptions
 {
     public const string SectionName = "Runner";
 
+    /// <summary>Most attempts an invocation may ask for (<c>MaxAttempts</c>) or be given by default.</summary>
+    public const int MaxAttemptsLimit = 100;
+
+    /// <summary>
+    /// Highest accepted <see cref="MaxTimeout"/>: .NET timers (CancellationTokenSource) take at most about 49.7 days,
+    /// and a longer timeout would throw only after its worker had started.
+    /// </summary>
+    public static readonly TimeSpan TimeoutCeiling = TimeSpan.FromDays(49);
+
     /// <summary>Exact number of process slots. When unset: max(<see cref="MinSlots"/>, CPU count).</summary>
     [Range(1, 4096)]
     public int? Slots { get; set; }
@@ -58,8 +67,11 @@ public sealed class RunnerOptions
     /// <summary>Run-time limit of an invocation that does not set its own.</summary>
     public TimeSpan DefaultTimeout { get; set; } = TimeSpan.FromHours(1);
 
+    /// <summary>Longest <c>Timeout</c> a message may ask for; a longer one is rejected as invalid. At most <see cref="TimeoutCeiling"/>.</summary>
+    public TimeSpan MaxTimeout { get; set; } = TimeSpan.FromDays(7);
+
     /// <summary>Most attempts of an invocation that does not set <c>MaxAttempts</c> (1 = never retried).</summary>
-    [Range(1, 100)]
+    [Range(1, MaxAttemptsLimit)]
     public int DefaultMaxAttempts { get; set; } = 1;
 
     /// <summary>Error types retried while attempts remain (a task's own error only when it marks itself retryable).</summary>
@@ -118,6 +130,13 @@ public sealed class RunnerOptions
     /// <summary>Largest accepted <c>Arguments</c> of an invocation message, in bytes of JSON.</summary>
     [Range(16, 256 * 1024 * 1024)]
     public int MaxArgumentsBytes { get; set; } = 1024 * 1024;
+
+    /// <summary>
+    /// Distinct task names that get their own <c>task</c> label on metrics; later ones are counted as <c>other</c>.
+    /// Task names come from messages, and every label value is a series kept for the process's life.
+    /// </summary>
+    [Range(0, 100_000)]
+    public int MaxTaskLabels { get; set; } = 100;
 
     /// <summary>Loopback URL of the health and status endpoints.</summary>
     public string HttpUrl { get; set; } = "http://127.0.0.1:5690";

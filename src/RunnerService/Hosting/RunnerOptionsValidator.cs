@@ -2,7 +2,10 @@ using Microsoft.Extensions.Options;
 
 namespace RunnerService.Hosting;
 
-/// <summary>Checks what data annotations cannot: the worker command exists, the instance id makes a valid queue name.</summary>
+/// <summary>
+/// Checks what data annotations cannot: the worker command exists, the instance id makes a valid queue name, the
+/// timeouts fit .NET's timers and each other.
+/// </summary>
 sealed class RunnerOptionsValidator : IValidateOptions<RunnerOptions>
 {
     public ValidateOptionsResult Validate(string? name, RunnerOptions options)
@@ -15,6 +18,10 @@ sealed class RunnerOptionsValidator : IValidateOptions<RunnerOptions>
             failures.Add($"Runner:InstanceId '{options.EffectiveInstanceId}' may only contain letters, digits, '-', '_' and '.'.");
         if (options.DefaultTimeout <= TimeSpan.Zero)
             failures.Add("Runner:DefaultTimeout must be positive.");
+        if (options.MaxTimeout <= TimeSpan.Zero || options.MaxTimeout > RunnerOptions.TimeoutCeiling)
+            failures.Add($"Runner:MaxTimeout must be positive and at most {RunnerOptions.TimeoutCeiling.Days} days (the longest .NET timer is about 49.7 days).");
+        else if (options.DefaultTimeout > options.MaxTimeout)
+            failures.Add($"Runner:DefaultTimeout ({options.DefaultTimeout}) must not exceed Runner:MaxTimeout ({options.MaxTimeout}).");
         if (options.TrackAfter < TimeSpan.Zero || options.TrackAfter > TimeSpan.FromDays(1))
             failures.Add("Runner:TrackAfter must be between 0 and 1 day.");
         if (options.KillGrace < TimeSpan.Zero || options.KillGrace > TimeSpan.FromMinutes(10))

@@ -14,6 +14,7 @@ sealed class PrometheusTextMetrics : IDisposable
     readonly MeterListener _listener = new();
     readonly Lock _lock = new();
     readonly List<Instrument> _instruments = [];
+    // Never evicted (a counter must not restart): label values are bounded where they are tagged (TaskLabels).
     readonly Dictionary<(Instrument Instrument, string Labels), Series> _series = [];
 
     public PrometheusTextMetrics()

@@ -8,7 +8,7 @@ namespace RunnerService.Telemetry;
 
 /// <summary>
 /// The service's own instruments (Meter "RunnerService"). Names are stable: dashboards and alerts query them;
-/// docs/telemetry.md lists each one with its Prometheus name.
+/// docs/telemetry.md lists each one with its Prometheus name. Every <c>task</c> tag goes through <see cref="TaskLabels"/>.
 /// </summary>
 static class RunnerMetrics
 {
@@ -24,7 +24,7 @@ static class RunnerMetrics
     static readonly Counter<long> Started = Meter.CreateCounter<long>("runner.invocations.started", "{invocation}",
         "Invocations whose worker process was started (each attempt and each fresh run counts once).");
     static readonly Counter<long> Completed = Meter.CreateCounter<long>("runner.invocations.completed", "{invocation}",
-        "Invocations that ended on this replica, by task and final status (rejected messages included, with the task as sent).");
+        "Invocations that ended on this replica, by task and final status (rejected messages included; a task name that breaks the rule is counted as other).");
     static readonly Histogram<double> QueueTime = Meter.CreateHistogram("runner.invocation.queue_time", "s",
         "From submission to the worker's start.", advice: SecondsAdvice);
     static readonly Histogram<double> RunTime = Meter.CreateHistogram("runner.invocation.run_time", "s",
@@ -42,6 +42,7 @@ static class RunnerMetrics
 
     static SlotPool? s_slots;
     static WorkerSupervisor? s_supervisor;
+    static TaskLabels s_taskLabels = new(new Hosting.RunnerOptions().MaxTaskLabels);
 
     static RunnerMetrics()
     {
@@ -54,16 +55,20 @@ static class RunnerMetrics
 
     static IEnumerable<Measurement<int>> Observe(int? value) => value is { } v ? [new Measurement<int>(v)] : [];
 
-    /// <summary>Lets the observable gauges read this replica's slot pool and supervisor.</summary>
-    public static void Bind(SlotPool slots, WorkerSupervisor supervisor)
+    /// <summary>
+    /// Lets the observable gauges read this replica's slot pool and supervisor, and sets the cap on task labels
+    /// (<c>Runner:MaxTaskLabels</c>). Called at start, before the bus takes any message.
+    /// </summary>
+    public static void Bind(SlotPool slots, WorkerSupervisor supervisor, int maxTaskLabels)
     {
         s_slots = slots;
         s_supervisor = supervisor;
+        s_taskLabels = new TaskLabels(maxTaskLabels);
     }
 
     public static void InvocationStarted(string task, TimeSpan queuedFor)
     {
-        var tag = new KeyValuePair<string, object?>("task", task);
+        var tag = new KeyValuePair<string, object?>("task", s_taskLabels.For(task));
         Started.Add(1, tag);
         QueueTime.Record(queuedFor.TotalSeconds, tag);
     }
@@ -71,14 +76,14 @@ static class RunnerMetrics
     /// <summary>Counts a completion; its run time only when a worker ran (<paramref name="pid"/> is not 0).</summary>
     public static void InvocationCompleted(string task, InvocationStatus status, TimeSpan runFor, int pid)
     {
-        var tags = new TagList { { "task", task }, { "status", StatusName(status) } };
+        var tags = new TagList { { "task", s_taskLabels.For(task) }, { "status", StatusName(status) } };
         Completed.Add(1, tags);
         if (pid != 0)
             RunTime.Record(runFor.TotalSeconds, tags);
     }
 
     public static void InvocationResumed(string task, TimeSpan pausedFor) =>
-        PausedTime.Record(pausedFor.TotalSeconds, new KeyValuePair<string, object?>("task", task));
+        PausedTime.Record(pausedFor.TotalSeconds, new KeyValuePair<string, object?>("task", s_taskLabels.For(task)));
 
     public static void WorkerSpawned(TimeSpan elapsed) => SpawnTime.Record(elapsed.TotalSeconds);
 

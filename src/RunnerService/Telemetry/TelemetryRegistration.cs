@@ -5,11 +5,13 @@ using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
 using OpenTelemetry;
 using OpenTelemetry.Logs;
 using OpenTelemetry.Metrics;
 using OpenTelemetry.Resources;
 using OpenTelemetry.Trace;
+using RunnerService.Hosting;
 using RunnerService.Processes;
 using RunnerService.Slots;
 
@@ -34,7 +36,7 @@ public static class TelemetryRegistration
         var instanceId = builder.Configuration["Runner:InstanceId"];
 
         builder.Services.AddSingleton<PrometheusTextMetrics>();
-        builder.Services.AddHostedService<GaugeBinding>();
+        builder.Services.AddHostedService<MetricsBinding>();
 
         // No exporter, no SDK: the spans and the OpenTelemetry log provider would only cost time. The /metrics
         // endpoint listens to the meter on its own.
@@ -79,12 +81,12 @@ public static class TelemetryRegistration
         return endpoints;
     }
 
-    /// <summary>Points the observable gauges at this replica's slot pool and supervisor.</summary>
-    sealed class GaugeBinding(SlotPool slots, WorkerSupervisor supervisor) : IHostedService
+    /// <summary>Points the observable gauges at this replica's slot pool and supervisor, and caps the task labels.</summary>
+    sealed class MetricsBinding(SlotPool slots, WorkerSupervisor supervisor, IOptions<RunnerOptions> options) : IHostedService
     {
         public Task StartAsync(CancellationToken cancellationToken)
         {
-            RunnerMetrics.Bind(slots, supervisor);
+            RunnerMetrics.Bind(slots, supervisor, options.Value.MaxTaskLabels);
             return Task.CompletedTask;
         }
 

@@ -123,10 +123,10 @@ def default_timespan(prop, fallback):
 default_grace = default_timespan("ShutdownGrace", 20)
 default_timeout = default_timespan("DefaultTimeout", 3600)
 
-# The service's HostOptions.ShutdownTimeout = ShutdownGrace + margin (Hosting/RunnerServiceRegistration.cs).
+# The service's HostOptions.ShutdownTimeout = ShutdownGrace [+ KillGrace] + margin (Hosting/RunnerServiceRegistration.cs).
 registration = open(os.path.join(repo, "src", "RunnerService", "Hosting", "RunnerServiceRegistration.cs"), encoding="utf-8").read()
-m = re.search(r"ShutdownTimeout\s*=\s*grace\s*\+\s*TimeSpan\.FromSeconds\((\d+)\)", registration)
-shutdown_margin = int(m.group(1)) if m else None
+m = re.search(r"ShutdownTimeout\s*=\s*grace\s*\+\s*(killGrace\s*\+\s*)?TimeSpan\.FromSeconds\((\d+)\)", registration)
+shutdown_margin = (int(m.group(2)) + (default_timespan("KillGrace", 5) if m.group(1) else 0)) if m else None
 if shutdown_margin is None:
     print("[check-deploy-files] note: ShutdownTimeout = grace + N s not found in RunnerServiceRegistration.cs; assuming 45 s", file=sys.stderr)
     shutdown_margin = 45

@@ -29,4 +29,26 @@ return await WorkerHost.RunAsync(tasks => tasks
         var upper = ctx.Invoke("upper", new JsonObject { ["text"] = ctx.GetString("text") });
         var result = await ctx.Wait(upper); // throws InvocationFailedException if "upper" failed
         return result.GetString() + "!";
+    })
+
+    // read-files {paths: [...]} -> {path: "readable" | "<error message>"}: what this worker's user may read (the
+    // runner's environment, the saga store); the isolation tests use it.
+    .Add("read-files", ctx =>
+    {
+        var outcome = new JsonObject();
+        foreach (var item in ctx.Arguments.GetProperty("paths").EnumerateArray())
+        {
+            var path = item.GetString()!.Replace("{runner}", Environment.GetEnvironmentVariable("RUNNER_PARENT_PID"), StringComparison.Ordinal);
+            try
+            {
+                using var file = File.OpenRead(path);
+                _ = file.ReadByte();
+                outcome[path] = "readable";
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+            {
+                outcome[path] = ex.Message;
+            }
+        }
+        return ValueTask.FromResult<JsonNode?>(outcome);
     }));

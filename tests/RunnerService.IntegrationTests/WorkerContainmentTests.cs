@@ -151,6 +151,52 @@ public sealed partial class WorkerContainmentTests(BrokerFixture broker, ITestOu
         Assert.Contains("line cut", env.Runner.Output);
     }
 
+    [Fact]
+    public async Task With_a_worker_user_a_task_can_read_neither_the_runners_environment_nor_the_saga_store()
+    {
+        await using var env = await RunnerEnvironment.StartAsync(broker, output, slots: 1, runners: 0);
+        // The worker's files must be readable by that user; the test's own folders are private to root.
+        var worker = Path.Combine(env.StateDirectory, "worker");
+        CopyDirectory(Path.GetDirectoryName(ExampleWorkerPath)!, worker);
+        var readable = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute | UnixFileMode.GroupRead
+            | UnixFileMode.GroupExecute | UnixFileMode.OtherRead | UnixFileMode.OtherExecute;
+        if (OperatingSystem.IsLinux())
+            File.SetUnixFileMode(env.StateDirectory, readable);
+        var probe = Json.Parse($"{{\"paths\":[\"/proc/{{runner}}/environ\",\"{env.SagaDatabase}\"]}}");
+
+        // As the service's own user, the task reads both: the check below can fail.
+        var own = await env.StartRunnerAsync(1, new Dictionary<string, string> { ["Runner__WorkerCommand"] = Path.Combine(worker, "ExampleWorker") });
+        await env.Bus.Client.RunAsync("echo", null).WaitAsync(Patience); // the saga store exists from here on
+        var asService = await env.Bus.Client.RunAsync("read-files", probe).WaitAsync(Patience);
+        output.WriteLine($"as the service's user: {asService.Result}");
+        Assert.All(asService.Result!.Value.EnumerateObject(), p => Assert.Equal("readable", p.Value.GetString()));
+        await own.StopAsync(TimeSpan.FromSeconds(30));
+
+        await env.StartRunnerAsync(1, new Dictionary<string, string>
+        {
+            ["Runner__WorkerCommand"] = Path.Combine(worker, "ExampleWorker"),
+            ["Runner__WorkerUser"] = "nobody",
+        });
+        var asNobody = await env.Bus.Client.RunAsync("read-files", probe).WaitAsync(Patience);
+        output.WriteLine($"as nobody: {asNobody.Result}");
+        Assert.Equal(InvocationStatus.Succeeded, asNobody.Status);
+        var outcomes = asNobody.Result!.Value.EnumerateObject().ToList();
+        Assert.Equal(2, outcomes.Count);
+        Assert.All(outcomes, p => Assert.Contains("denied", p.Value.GetString(), StringComparison.OrdinalIgnoreCase));
+        Assert.Contains("Workers run as user nobody", env.Runners[^1].Output);
+    }
+
+    static string ExampleWorkerPath => Path.Combine(RepoPaths.Root, "tests", "ExampleWorker", "bin", RepoPaths.Configuration, "net10.0", "ExampleWorker");
+
+    static void CopyDirectory(string from, string to)
+    {
+        Directory.CreateDirectory(to);
+        foreach (var file in Directory.GetFiles(from))
+            File.Copy(file, Path.Combine(to, Path.GetFileName(file)));
+        foreach (var dir in Directory.GetDirectories(from))
+            CopyDirectory(dir, Path.Combine(to, Path.GetFileName(dir)));
+    }
+
     static async Task RunQuickAsync(RunnerEnvironment env, int count)
     {
         var runs = Enumerable.Range(0, count).Select(_ => env.Bus.Client.RunAsync("quick", null)).ToArray();

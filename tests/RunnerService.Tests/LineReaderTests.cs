@@ -54,4 +54,18 @@ public class LineReaderTests
         var second = await reader.ReadLineAsync(CancellationToken.None);
         Assert.Equal("next", Encoding.UTF8.GetString(second.Bytes.Span));
     }
+
+    [Fact]
+    public async Task After_an_endless_line_reading_goes_on_at_the_next_line_with_a_small_buffer()
+    {
+        var text = new string('x', 200_000) + "\nafter\n";
+        var reader = new LineReader(new MemoryStream(Encoding.UTF8.GetBytes(text)), 1024);
+        var cut = await reader.ReadLineAsync(CancellationToken.None);
+        Assert.Equal(LineReadKind.TooLong, cut.Kind);
+        Assert.True(cut.Bytes.Length <= 4096);
+        var next = await reader.ReadLineAsync(CancellationToken.None);
+        Assert.Equal(LineReadKind.Line, next.Kind);
+        Assert.Equal("after", Encoding.UTF8.GetString(next.Bytes.Span));
+        Assert.Equal(LineReadKind.EndOfStream, (await reader.ReadLineAsync(CancellationToken.None)).Kind);
+    }
 }

@@ -11,14 +11,16 @@ namespace RunnerService.Hosting;
 /// <summary>
 /// SIGTERM: stop taking messages, give running invocations <see cref="RunnerOptions.ShutdownGrace"/> to finish, then
 /// for each worker left (running or paused): kill it, wait until it is gone, and reroute its invocation unless it
-/// completed meanwhile. Registered after MassTransit, so it stops first, while the bus can still publish.
+/// completed meanwhile. All of this happens in <see cref="StoppingAsync"/>, which the host runs before any service's
+/// StopAsync: the bus can still publish, and the heartbeats (RecoveryService) go on until the last worker is gone, so
+/// peers never take a draining replica for a dead one.
 /// </summary>
 sealed class ShutdownCoordinator(
     WorkerSupervisor supervisor,
     InvocationExecutor executor,
     IBus bus,
     IOptions<RunnerOptions> options,
-    ILogger<ShutdownCoordinator> logger) : IHostedService
+    ILogger<ShutdownCoordinator> logger) : IHostedLifecycleService
 {
     volatile bool _stopping;
 
@@ -26,7 +28,15 @@ sealed class ShutdownCoordinator(
 
     public Task StartAsync(CancellationToken cancellationToken) => Task.CompletedTask;
 
-    public async Task StopAsync(CancellationToken cancellationToken)
+    public Task StartingAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    public Task StartedAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    public Task StoppedAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    public async Task StoppingAsync(CancellationToken cancellationToken)
     {
         _stopping = true;
         var grace = options.Value.ShutdownGrace;

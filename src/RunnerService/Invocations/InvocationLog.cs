@@ -80,4 +80,12 @@ static partial class InvocationLog
     [LoggerMessage(EventId = 17, EventName = "RunFailed", Level = LogLevel.Error,
         Message = "Invocation {InvocationId}: the run failed in the runner")]
     public static partial void RunFailed(ILogger logger, Guid invocationId, Exception exception);
+
+    [LoggerMessage(EventId = 30, EventName = "AttemptAbandoned", Level = LogLevel.Warning,
+        Message = "Invocation {InvocationId} attempt {Attempt}: worker killed, the saga says {Reason}")]
+    public static partial void Abandoned(ILogger logger, Guid invocationId, int attempt, string reason);
+
+    [LoggerMessage(EventId = 31, EventName = "ClaimUnanswered", Level = LogLevel.Warning,
+        Message = "Invocation {InvocationId} attempt {Attempt}: the saga did not answer the ownership claim in time ({Reason}); asking again in {DelayMs} ms")]
+    public static partial void ClaimUnanswered(ILogger logger, Guid invocationId, int attempt, string reason, long delayMs);
 }

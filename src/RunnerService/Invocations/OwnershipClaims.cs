@@ -19,6 +19,8 @@ sealed class OwnershipClaims(
     IOptions<RunnerOptions> options,
     ILogger<OwnershipClaims> logger)
 {
+    static readonly TimeSpan MaxClaimPause = TimeSpan.FromSeconds(30);
+
     /// <summary>
     /// True when this replica may run the attempt. While another replica that still heartbeats owns it, waits (up to
     /// the stale limit) in case it is gone; takes over from an owner that stopped heartbeating.
@@ -29,17 +31,32 @@ sealed class OwnershipClaims(
         var attempt = Math.Max(1, invocation.Attempt);
         var deadline = DateTime.UtcNow + options.Value.StaleAfter + options.Value.HeartbeatInterval * 2;
         string? takeOverFrom = null;
+        var pause = TimeSpan.FromSeconds(1);
         while (true)
         {
-            var reply = (await client.GetResponse<ClaimInvocationReply>(new ClaimInvocation
+            ClaimInvocationReply reply;
+            try
             {
-                InvocationId = invocation.InvocationId,
-                Attempt = attempt,
-                Instance = me,
-                InstanceAddress = new Uri($"queue:{options.Value.InstanceQueue}"),
-                TakeOverFrom = takeOverFrom,
-                Invocation = invocation,
-            }, context.CancellationToken).ConfigureAwait(false)).Message;
+                reply = (await client.GetResponse<ClaimInvocationReply>(new ClaimInvocation
+                {
+                    InvocationId = invocation.InvocationId,
+                    Attempt = attempt,
+                    Instance = me,
+                    InstanceAddress = new Uri($"queue:{options.Value.InstanceQueue}"),
+                    TakeOverFrom = takeOverFrom,
+                    Invocation = invocation,
+                }, context.CancellationToken).ConfigureAwait(false)).Message;
+            }
+            catch (RequestTimeoutException ex)
+            {
+                // A saga backlog or a database outage: the claim is asked again, for as long as the delivery lives. A
+                // claim never moves a valid invocation to the error queue.
+                InvocationLog.ClaimUnanswered(logger, invocation.InvocationId, attempt, ex.Message, (long)pause.TotalMilliseconds);
+                await Task.Delay(pause, context.CancellationToken).ConfigureAwait(false);
+                pause = pause * 2 < MaxClaimPause ? pause * 2 : MaxClaimPause;
+                deadline = DateTime.UtcNow + options.Value.StaleAfter + options.Value.HeartbeatInterval * 2;
+                continue;
+            }
             if (reply.Granted)
                 return true;
 

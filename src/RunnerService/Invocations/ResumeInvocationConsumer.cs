@@ -4,13 +4,16 @@ using Microsoft.Extensions.Options;
 using RunnerService.Contracts;
 using RunnerService.Hosting;
 using RunnerService.Processes;
+using RunnerService.Saga.Messages;
 using RunnerService.Slots;
 
 namespace RunnerService.Invocations;
 
 /// <summary>
-/// On this replica's own queue: the saga says everything a paused worker waited for is final. Takes a slot (before
-/// any new invocation), writes the results to the worker and lets it run again.
+/// On this replica's own queue. <see cref="ResumeInvocation"/>: the saga says everything a paused worker waited for
+/// is final; claims that wait's resume (a duplicate is a no-op), takes a slot (before any new invocation), and lets
+/// the worker run on with the results. <see cref="AbandonAttempt"/>: the saga moved the invocation on to a newer
+/// attempt; the worker of the old one is killed.
 /// </summary>
 sealed class ResumeInvocationConsumer(
     SlotPool slots,
@@ -18,7 +21,7 @@ sealed class ResumeInvocationConsumer(
     InvocationExecutor executor,
     IOptions<RunnerOptions> options,
     ILogger<ResumeInvocationConsumer> logger)
-    : IConsumer<ResumeInvocation>
+    : IConsumer<ResumeInvocation>, IConsumer<AbandonAttempt>
 {
     public async Task Consume(ConsumeContext<ResumeInvocation> context)
     {
@@ -29,13 +32,23 @@ sealed class ResumeInvocationConsumer(
             await executor.RecoverLostWorkerAsync(context, message.InvocationId, message.Attempt).ConfigureAwait(false);
             return;
         }
-        if (session.State != WorkerState.Paused || (message.WaitSequence != 0 && message.WaitSequence != session.WaitSequence))
+        // The claim comes before the slot wait: two copies of one resume must never both drive the worker.
+        if (!session.TryClaimResume(message.WaitSequence))
         {
             InvocationLog.ResumeForRunningWorker(logger, message.InvocationId, session.State);
             return;
         }
         using var scope = logger.BeginScope(new Dictionary<string, object> { ["InvocationId"] = session.InvocationId, ["TaskName"] = session.Invocation.TaskName });
-        var lease = await slots.AcquireAsync(SlotPriority.Resume, context.CancellationToken).ConfigureAwait(false);
+        SlotLease lease;
+        try
+        {
+            lease = await slots.AcquireAsync(SlotPriority.Resume, context.CancellationToken).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException)
+        {
+            session.ReleaseResumeClaim(message.WaitSequence); // the delivery goes back to the queue: its redelivery resumes
+            throw;
+        }
         var running = RunAsync(context, session, message, lease);
         // As for a new invocation: the resumed run holds this delivery, within the hold limit and the channel's life.
         await DeliveryHold.HoldAsync(running, options.Value.DeliveryHoldLimit, context.CancellationToken, logger, session.InvocationId).ConfigureAwait(false);
@@ -56,5 +69,12 @@ sealed class ResumeInvocationConsumer(
         {
             lease.Dispose();
         }
+    }
+
+    public async Task Consume(ConsumeContext<AbandonAttempt> context)
+    {
+        var message = context.Message;
+        if (await supervisor.AbandonAsync(message.InvocationId, message.Attempt).ConfigureAwait(false))
+            InvocationLog.Abandoned(logger, message.InvocationId, message.Attempt, message.Reason);
     }
 }

@@ -66,6 +66,7 @@ sealed class RunInvocationConsumer(
                 return;
             using var scope = logger.BeginScope(new Dictionary<string, object> { ["InvocationId"] = invocation.InvocationId, ["TaskName"] = invocation.TaskName });
             var queuedSince = invocation.SubmittedAt?.UtcDateTime ?? context.SentTime ?? DateTime.UtcNow;
+            await supervisor.WaitForRoomAsync(context.CancellationToken).ConfigureAwait(false);
             var lease = await slots.AcquireAsync(SlotPriority.Normal, context.CancellationToken).ConfigureAwait(false);
             var running = RunAsync(context, invocation, queuedSince, lease);
             // Hold the delivery while the invocation runs (a crash then redelivers it), but not past the broker's

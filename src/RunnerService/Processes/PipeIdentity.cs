@@ -34,6 +34,20 @@ readonly partial record struct PipeIdentity(string? Stdin, string? Stdout, strin
         }
     }
 
+    /// <summary>
+    /// True when this service may open the worker's pipes through /proc (another user's process needs root's
+    /// CAP_SYS_PTRACE): tried once before the first pause, so a worker is never parked without a way back.
+    /// </summary>
+    public bool CanReopenFrom(int pid)
+    {
+        var (stdin, stdout, stderr) = Reopen(pid);
+        var works = stdin is not null && stdout is not null;
+        stdin?.Dispose();
+        stdout?.Dispose();
+        stderr?.Dispose();
+        return works;
+    }
+
     /// <summary>Opens new ends of the worker's pipes from the descriptors the worker holds; null for a pipe it no longer holds.</summary>
     public (Stream? Stdin, Stream? Stdout, Stream? Stderr) Reopen(int pid)
     {

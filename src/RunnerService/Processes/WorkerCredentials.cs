@@ -21,8 +21,6 @@ sealed partial record WorkerCredentials(string Name, uint Uid, uint Gid, string 
         var passwd = Marshal.PtrToStructure<Passwd>(entry);
         if (passwd.Uid == 0)
             throw new InvalidOperationException($"Runner:WorkerUser '{options.WorkerUser}' is root: workers must run unprivileged");
-        if (GetEffectiveUserId() != 0)
-            throw new InvalidOperationException($"Runner:WorkerUser '{options.WorkerUser}' needs the service to start as root (it switches each worker to that user)");
         return new WorkerCredentials(options.WorkerUser, passwd.Uid, passwd.Gid, Marshal.PtrToStringUTF8(passwd.Dir) ?? "/");
     }
 
@@ -42,7 +40,17 @@ sealed partial record WorkerCredentials(string Name, uint Uid, uint Gid, string 
         start.ArgumentList.Add(Resolve(command));
         foreach (var file in files)
             start.ArgumentList.Add(file);
-        using var check = Process.Start(start)!;
+        Process check;
+        try
+        {
+            check = Process.Start(start)!;
+        }
+        catch (System.ComponentModel.Win32Exception ex)
+        {
+            throw new InvalidOperationException(
+                $"Runner:WorkerUser '{Name}': the service cannot start processes as that user ({ex.Message}); it must run as root or with the SETUID and SETGID capabilities", ex);
+        }
+        using var _ = check;
         check.WaitForExit();
         if (check.ExitCode != 0)
         {
@@ -79,7 +87,4 @@ sealed partial record WorkerCredentials(string Name, uint Uid, uint Gid, string 
 
     [LibraryImport("libc", EntryPoint = "getpwnam", StringMarshalling = StringMarshalling.Utf8)]
     private static partial IntPtr GetPasswordEntry(string name);
-
-    [LibraryImport("libc", EntryPoint = "geteuid")]
-    private static partial uint GetEffectiveUserId();
 }

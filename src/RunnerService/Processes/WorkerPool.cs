@@ -128,6 +128,19 @@ sealed class WorkerPool : IDisposable
 
     int OpenPipeHolders() => Alive - Volatile.Read(ref _parked);
 
+    /// <summary>
+    /// Waits, holding no slot, while workers with open pipes fill the descriptor room. That only happens where paused
+    /// workers cannot close their pipe ends (no /proc access to them): new intake then waits for resumes and ends to
+    /// free room, instead of holding slots that those resumes need.
+    /// </summary>
+    public async Task WaitForRoomAsync(CancellationToken cancellationToken)
+    {
+        while (_room > 0 && OpenPipeHolders() >= _room)
+            await Task.Delay(RoomPoll, cancellationToken).ConfigureAwait(false);
+    }
+
+    static readonly TimeSpan RoomPoll = TimeSpan.FromMilliseconds(100);
+
     async Task<WorkerProcess> SpawnAsync()
     {
         var startInfo = new ProcessStartInfo(_setsid ?? _options.EffectiveWorkerCommand)

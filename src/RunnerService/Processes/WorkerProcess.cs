@@ -28,6 +28,7 @@ sealed class WorkerProcess
     int _released;
     readonly Action<int>? _parkedChanged;
     readonly Lock _parkLock = new();
+    bool? _reopenWorks;
 
     public WorkerProcess(Process process, bool ownGroup, int maxLineBytes, TimeSpan killGrace, ILogger logger, Action<int>? parkedChanged = null)
     {
@@ -143,7 +144,7 @@ sealed class WorkerProcess
     public void Pause()
     {
         Signal(Signals.SIGSTOP);
-        if (!_pipes.CanReopen || Exited.IsCompleted)
+        if (!_pipes.CanReopen || Exited.IsCompleted || !(_reopenWorks ??= _pipes.CanReopenFrom(Pid)))
             return;
         // Closing the stderr end while a member of the group still writes would give it EPIPE: wait (briefly) until the
         // stop has taken effect. The group got the signal at the same moment as the worker.

@@ -112,6 +112,29 @@ sealed class WorkerSession
     /// <summary>How many waits this worker has begun; the current one's number.</summary>
     public int WaitSequence { get; private set; }
 
+    int _resumeClaimed;
+
+    /// <summary>
+    /// Claims the resume of wait number <paramref name="waitSequence"/> (0: the current wait) for one driver: a resume
+    /// is applied at most once per wait, however many copies of it arrive. False for a duplicate, a stale wait number
+    /// or a worker that is not paused.
+    /// </summary>
+    public bool TryClaimResume(int waitSequence)
+    {
+        var wait = waitSequence == 0 ? WaitSequence : waitSequence;
+        return State == WorkerState.Paused && wait == WaitSequence && Interlocked.CompareExchange(ref _resumeClaimed, wait, wait - 1) == wait - 1;
+    }
+
+    /// <summary>Gives a resume claim back (its delivery was lost before the worker was resumed): a redelivery may apply it.</summary>
+    public void ReleaseResumeClaim(int waitSequence)
+    {
+        var wait = waitSequence == 0 ? WaitSequence : waitSequence;
+        Interlocked.CompareExchange(ref _resumeClaimed, wait - 1, wait);
+    }
+
+    /// <summary>True while the current wait's resume has not been claimed by any delivery yet.</summary>
+    public bool AwaitsResume => State == WorkerState.Paused && Volatile.Read(ref _resumeClaimed) < WaitSequence;
+
     /// <summary>When the worker was last paused.</summary>
     public DateTimeOffset? PausedAt { get; private set; }
 

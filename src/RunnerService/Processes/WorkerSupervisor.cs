@@ -48,6 +48,9 @@ sealed class WorkerSupervisor(IOptions<RunnerOptions> options, ILogger<WorkerSup
             _claims.TryRemove(invocationId, out _);
     }
 
+    /// <summary>Waits (holding no slot) until a new worker fits in the descriptor room; see <see cref="WorkerPool.WaitForRoomAsync"/>.</summary>
+    public Task WaitForRoomAsync(CancellationToken cancellationToken) => _pool.WaitForRoomAsync(cancellationToken);
+
     /// <summary>Starts the worker for one invocation (a fresh process unless warm or reuse pools have one).</summary>
     public async Task<WorkerSession> StartAsync(RunInvocation invocation, int attempt)
     {
@@ -58,6 +61,22 @@ sealed class WorkerSupervisor(IOptions<RunnerOptions> options, ILogger<WorkerSup
             invocation.Timeout is { } t && t > TimeSpan.Zero ? t : _options.DefaultTimeout, offerReuse, _pool.Timings, logger);
         _sessions[invocation.InvocationId] = session;
         return session;
+    }
+
+    /// <summary>
+    /// Kills the worker of <paramref name="attempt"/> when the saga has moved the invocation on to a newer attempt
+    /// (fencing). Nothing is rerouted: the newer attempt runs elsewhere. False when that attempt is not here.
+    /// </summary>
+    public async Task<bool> AbandonAsync(Guid invocationId, int attempt)
+    {
+        if (!_sessions.TryGetValue(invocationId, out var session) || session.Attempt != attempt || !session.TryAbort())
+            return false;
+        var paused = session.State == WorkerState.Paused;
+        await session.Exited.ConfigureAwait(false);
+        session.Rerouted.TrySetResult(); // a running one's driver waits for this, then releases its slot
+        if (paused)
+            Remove(session, finished: false); // no driver is waiting on a paused session
+        return true;
     }
 
     /// <summary>Forgets a session whose worker has ended.</summary>

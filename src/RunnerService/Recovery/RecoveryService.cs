@@ -30,10 +30,71 @@ sealed class RecoveryService(
     static readonly string[] OwnedStates = ["Running", "Waiting", "Resuming"];
     readonly RunnerOptions _options = options.Value;
 
+    DateTimeOffset _lastContact;
+
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
+        _lastContact = time.GetUtcNow();
+        // Three loops, so a slow saga store never delays a heartbeat (peers would take the silence for death).
+        await Task.WhenAll(HeartbeatAsync(stoppingToken), CheckLoopAsync(stoppingToken), FenceAsync(stoppingToken)).ConfigureAwait(false);
+    }
+
+    async Task CheckLoopAsync(CancellationToken stoppingToken)
+    {
+        while (!stoppingToken.IsCancellationRequested)
+        {
+            try
+            {
+                await Task.Delay(_options.RecoveryInterval, time, stoppingToken).ConfigureAwait(false);
+                await CheckAsync(stoppingToken).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+            {
+                break;
+            }
+            catch (Exception ex)
+            {
+                // The broker or the store may be away for a moment; the next round tries again.
+                RecoveryLog.RoundFailed(logger, ex);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Self-fencing: peers presume this replica gone after <see cref="RunnerOptions.StaleAfter"/> plus a heartbeat
+    /// interval without its heartbeat, and then run its invocations again. So before that, without broker contact for
+    /// three quarters of <see cref="RunnerOptions.StaleAfter"/>, this replica kills its own workers: two attempts of
+    /// one invocation never run at once, whichever side of a partition this replica is on.
+    /// </summary>
+    async Task FenceAsync(CancellationToken stoppingToken)
+    {
+        var limit = _options.StaleAfter * 0.75;
+        while (!stoppingToken.IsCancellationRequested)
+        {
+            try
+            {
+                await Task.Delay(FenceCheck, time, stoppingToken).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+                return;
+            }
+            var silent = time.GetUtcNow() - _lastContact;
+            if (silent <= limit)
+                continue;
+            foreach (var session in supervisor.Sessions.ToArray())
+            {
+                if (await supervisor.AbandonAsync(session.InvocationId, session.Attempt).ConfigureAwait(false))
+                    RecoveryLog.Fenced(logger, session.InvocationId, session.Attempt, session.Pid, silent);
+            }
+        }
+    }
+
+    static readonly TimeSpan FenceCheck = TimeSpan.FromSeconds(1);
+
+    async Task HeartbeatAsync(CancellationToken stoppingToken)
+    {
         var address = new Uri($"queue:{_options.InstanceQueue}");
-        var nextCheck = time.GetUtcNow() + _options.RecoveryInterval;
         while (!stoppingToken.IsCancellationRequested)
         {
             try
@@ -47,11 +108,7 @@ sealed class RecoveryService(
                     SlotsBusy = slots.Busy,
                     WorkersAlive = supervisor.Alive,
                 }, stoppingToken).ConfigureAwait(false);
-                if (time.GetUtcNow() >= nextCheck)
-                {
-                    await CheckAsync(stoppingToken).ConfigureAwait(false);
-                    nextCheck = time.GetUtcNow() + _options.RecoveryInterval;
-                }
+                _lastContact = time.GetUtcNow();
             }
             catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
             {
@@ -86,6 +143,16 @@ sealed class RecoveryService(
         foreach (var stored in candidates)
         {
             var saga = InvocationSagaRepositoryContextFactory.Deserialize(stored);
+            // A resume the saga sent that never arrived (lost with a connection): the worker here still waits for it.
+            if (saga.OwnerInstance == me && saga.CurrentState == "Resuming" && now - saga.UpdatedAt >= _options.RecoveryInterval
+                && supervisor.TryGet(saga.CorrelationId, out var waiting) && waiting.Attempt == saga.Attempt
+                && waiting.WaitSequence == saga.WaitSequence && waiting.AwaitsResume)
+            {
+                RecoveryLog.ResendingResume(logger, saga.CorrelationId, saga.WaitSequence, now - saga.UpdatedAt);
+                await bus.Publish(new ResendResume { InvocationId = saga.CorrelationId, Attempt = saga.Attempt, WaitSequence = saga.WaitSequence },
+                    cancellationToken).ConfigureAwait(false);
+                continue;
+            }
             // Recently touched invocations are in motion (an event may still be on its way), not orphaned.
             if (now - saga.UpdatedAt < _options.StaleAfter)
                 continue;
@@ -112,6 +179,14 @@ static partial class RecoveryLog
     [LoggerMessage(EventId = 300, EventName = "Recovering", Level = LogLevel.Warning,
         Message = "Invocation {InvocationId} ({TaskName}) is {State} on replica {Owner} (attempt {Attempt}), which is gone: asking the saga to run it again")]
     public static partial void Recovering(ILogger logger, Guid invocationId, string taskName, string state, string owner, int attempt);
+
+    [LoggerMessage(EventId = 302, EventName = "Fenced", Level = LogLevel.Error,
+        Message = "No broker contact for {Silent}: killing the worker of invocation {InvocationId} attempt {Attempt} (pid {Pid}) before peers presume this replica gone and run it again")]
+    public static partial void Fenced(ILogger logger, Guid invocationId, int attempt, int pid, TimeSpan silent);
+
+    [LoggerMessage(EventId = 303, EventName = "ResendingResume", Level = LogLevel.Warning,
+        Message = "Invocation {InvocationId}: the saga answered wait {WaitSequence} {Since} ago, but no resume arrived; asking for it again")]
+    public static partial void ResendingResume(ILogger logger, Guid invocationId, int waitSequence, TimeSpan since);
 
     [LoggerMessage(EventId = 301, EventName = "RecoveryRoundFailed", Level = LogLevel.Warning,
         Message = "Heartbeat or recovery round failed; trying again next round")]

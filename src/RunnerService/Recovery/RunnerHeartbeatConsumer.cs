@@ -7,7 +7,8 @@ sealed class RunnerHeartbeatConsumer(RunnerRegistry registry) : IConsumer<Runner
 {
     public Task Consume(ConsumeContext<RunnerHeartbeat> context)
     {
-        registry.Seen(context.Message.Instance, context.Message.At);
+        // Judged on this replica's own clock, when the heartbeat arrived: the sender's clock may be skewed.
+        registry.Seen(context.Message.Instance);
         return Task.CompletedTask;
     }
 }

@@ -34,6 +34,7 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
     public Event<GetInvocationStatus> StatusRequested { get; private set; } = null!;
     public Event<ClaimInvocation> ClaimRequested { get; private set; } = null!;
     public Event<RecoverInvocation> RecoveryRequested { get; private set; } = null!;
+    public Event<ResendResume> ResendRequested { get; private set; } = null!;
 
     public InvocationStateMachine()
     {
@@ -71,6 +72,12 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
             e.OnMissingInstance(m => m.Discard());
         });
 
+        Event(() => ResendRequested, e =>
+        {
+            e.CorrelateById(c => c.Message.InvocationId);
+            e.OnMissingInstance(m => m.Discard());
+        });
+
         // Late or duplicate events (a track after the completion, a completion after a cancel...) change nothing.
         OnUnhandledEvent(x => x.Ignore());
 
@@ -100,12 +107,28 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
                 .IfElse(c => MayClaim(c.Saga, c.Message),
                     granted => granted.Then(c => Apply(c.Saga, c.Message)).RespondAsync(c => Task.FromResult(Reply(c.Saga, true))).TransitionTo(Running),
                     refused => refused.RespondAsync(c => Task.FromResult(Reply(c.Saga, false)))),
-            Finish(When(Completed)),
+            // The attempt is the fencing token: only the current attempt (or a newer one) may end the invocation.
+            Finish(When(Completed, c => !IsStale(c.Saga, c.Message.Attempt))),
+            When(Completed, c => IsStale(c.Saga, c.Message.Attempt))
+                .Then(c => RecordStale(c.Saga, nameof(InvocationCompleted), c.Message.Attempt, c.Message.RunnerInstance)),
             When(WaiterRegistered).ThenAsync(AddWaiterAsync),
             When(UpstreamGrew).ThenAsync(MergeUpstreamAsync));
 
         During([Expected, Submitted, Running, Resuming],
-            BeginWait(When(WaitStarted)));
+            BeginWait(When(WaitStarted, c => !IsStale(c.Saga, c.Message.Attempt))));
+
+        // A wait of an attempt that is no longer current: its worker is paused on a replica that lost the invocation
+        // (presumed gone, then rerouted). Nothing here changes; that replica is told to kill the worker.
+        During([Expected, Submitted, Running, Waiting, Resuming],
+            When(WaitStarted, c => IsStale(c.Saga, c.Message.Attempt))
+                .Then(c => RecordStale(c.Saga, nameof(InvocationWaitingFor), c.Message.Attempt, c.Message.RunnerInstance))
+                .ThenAsync(AbandonStaleWaitAsync));
+
+        // A resume that was lost on its way: the owner still holds the worker paused for this wait. Send it again.
+        During(Resuming,
+            When(ResendRequested, c => c.Message.Attempt == c.Saga.Attempt && c.Message.WaitSequence == c.Saga.WaitSequence)
+                .Then(c => c.Saga.Recoveries.Add($"{DateTimeOffset.UtcNow:O} resume of wait {c.Message.WaitSequence} sent again"))
+                .ThenAsync(SendResumeAsync));
 
         // The same wait again: a redelivery after the state was stored but its RegisterWaiter notices were lost with
         // the broker connection. Send them again (a dependency ignores a waiter it already knows).
@@ -139,6 +162,28 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
 
         DuringAny(
             When(StatusRequested).RespondAsync(c => Task.FromResult(Report(c.Saga))));
+    }
+
+    /// <summary>An event of an attempt older than the saga's current one.</summary>
+    static bool IsStale(InvocationState saga, int attempt) => attempt < saga.Attempt;
+
+    static void RecordStale(InvocationState saga, string what, int attempt, string? replica)
+    {
+        saga.Recoveries.Add($"{DateTimeOffset.UtcNow:O} stale {what} of attempt {attempt} from {replica ?? "?"} ignored (current attempt {saga.Attempt})");
+        Telemetry.RunnerMetrics.StaleEvent(what);
+    }
+
+    static async Task AbandonStaleWaitAsync(BehaviorContext<InvocationState, InvocationWaitingFor> context)
+    {
+        if (context.Message.RunnerAddress is not { } address)
+            return;
+        var endpoint = await context.GetSendEndpoint(address).ConfigureAwait(false);
+        await endpoint.Send(new AbandonAttempt
+        {
+            InvocationId = context.Message.InvocationId,
+            Attempt = context.Message.Attempt,
+            Reason = $"attempt {context.Message.Attempt} is stale: the invocation is at attempt {context.Saga.Attempt}",
+        }).ConfigureAwait(false);
     }
 
     EventActivityBinder<InvocationState, InvocationWaitingFor> BeginWait(EventActivityBinder<InvocationState, InvocationWaitingFor> binder) =>

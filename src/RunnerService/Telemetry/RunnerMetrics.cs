@@ -97,6 +97,11 @@ static class RunnerMetrics
 
     public static void Recovered() => Recoveries.Add(1);
 
+    static readonly Counter<long> Stale = Meter.CreateCounter<long>("runner.saga.stale_events", "{event}",
+        "Events of an attempt that was no longer the invocation's current one; recorded, never applied");
+
+    public static void StaleEvent(string type) => Stale.Add(1, new KeyValuePair<string, object?>("event", type));
+
     public static string StatusName(InvocationStatus status) => status switch
     {
         InvocationStatus.Succeeded => "succeeded",

@@ -126,6 +126,19 @@ public sealed class BrokerFixture : IAsyncLifetime
     }
 
     /// <summary>The type of a queue (classic, quorum …) from the management API.</summary>
+    /// <summary>
+    /// Removes the binding from the exchange of the same name to a queue (how MassTransit addresses <c>queue:NAME</c>):
+    /// until it is restored, whatever is sent there is dropped, unroutable, though the broker confirms the send.
+    /// </summary>
+    public async Task UnbindQueueAsync(string virtualHost, string queue) =>
+        (await _management.DeleteAsync($"api/bindings/{Uri.EscapeDataString(virtualHost)}/e/{Uri.EscapeDataString(queue)}/q/{Uri.EscapeDataString(queue)}/~")).EnsureSuccessStatusCode();
+
+    public async Task BindQueueAsync(string virtualHost, string queue)
+    {
+        using var body = new StringContent("{\"routing_key\":\"\"}", Encoding.UTF8, "application/json");
+        (await _management.PostAsync($"api/bindings/{Uri.EscapeDataString(virtualHost)}/e/{Uri.EscapeDataString(queue)}/q/{Uri.EscapeDataString(queue)}", body)).EnsureSuccessStatusCode();
+    }
+
     public async Task<string> QueueTypeAsync(string virtualHost, string queue)
     {
         using var response = await _management.GetAsync($"api/queues/{Uri.EscapeDataString(virtualHost)}/{Uri.EscapeDataString(queue)}");

@@ -1,18 +1,21 @@
 namespace RunnerService.IntegrationTests.Infrastructure;
 
 /// <summary>
-/// A worker written as a POSIX shell script, for misbehaviour a well-written SDK worker would never show: grandchildren
+/// A worker written as a bash script, for misbehaviour a well-written SDK worker would never show: grandchildren
 /// that keep pipes open, signal traps, a stdin nobody reads, endless stderr lines. Each task is one <c>case</c> arm on
 /// the task name in the invocation line; hello is optional in the protocol, so the script sends none.
 /// </summary>
 static class ShellWorker
 {
     const string Script = """
-        #!/bin/sh
+        #!/bin/bash
         IFS= read -r line
         case "$line" in
         *'"taskName":"quick"'*)
             echo '{"type":"result","result":1}' ;;
+        *'"taskName":"nap"'*)
+            sleep 3
+            echo '{"type":"result","result":"rested"}' ;;
         *'"taskName":"big-leaf"'*)
             printf '{"type":"result","result":"%s"}\n' "$(head -c 200000 /dev/zero | tr '\0' x)" ;;
         *'"taskName":"deaf-waiter"'*)
@@ -37,6 +40,13 @@ static class ShellWorker
             sleep 1000 &
             echo "grandchild $!" >&2
             wait ;;
+        *'"taskName":"count-resumes"'*)
+            # waits for an id nobody runs (the test answers), then counts the resume lines it gets
+            printf '{"type":"wait","invocationIds":["%s"]}\n' "$(cat /proc/sys/kernel/random/uuid)"
+            IFS= read -r first
+            n=1
+            while IFS= read -r -t 2 more; do n=$((n+1)); done
+            printf '{"type":"result","result":{"resumes":%d}}\n' "$n" ;;
         *'"taskName":"stderr-flood"'*)
             head -c 50000000 /dev/zero | tr '\0' x >&2
             echo '{"type":"result","result":"flooded"}' ;;

@@ -13,6 +13,7 @@ public sealed class SqliteSagaStore : ISagaStore, IDisposable
 {
     readonly string _connectionString;
     readonly SemaphoreSlim _gate = new(1, 1);
+    readonly string? _file;
 
     public SqliteSagaStore(string connectionString)
     {
@@ -22,6 +23,7 @@ public sealed class SqliteSagaStore : ISagaStore, IDisposable
             var directory = Path.GetDirectoryName(Path.GetFullPath(builder.DataSource));
             if (directory is not null)
                 Directory.CreateDirectory(directory);
+            _file = Path.GetFullPath(builder.DataSource);
         }
         _connectionString = builder.ToString();
     }
@@ -41,6 +43,13 @@ public sealed class SqliteSagaStore : ISagaStore, IDisposable
             );
             CREATE INDEX IF NOT EXISTS ix_invocation_sagas_state_owner ON invocation_sagas (state, owner);
             """, cancellationToken).ConfigureAwait(false);
+        // The store is the service's alone: workers (another user with Runner:WorkerUser) must not read or write it.
+        // SQLite gives its -wal and -shm files the same permissions as the database file.
+        if (_file is not null && !OperatingSystem.IsWindows())
+        {
+            foreach (var file in new[] { _file, _file + "-wal", _file + "-shm" }.Where(File.Exists))
+                File.SetUnixFileMode(file, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+        }
     }
 
     public async Task<ISagaStoreTransaction> BeginAsync(CancellationToken cancellationToken)

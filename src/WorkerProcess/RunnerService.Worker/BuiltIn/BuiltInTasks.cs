@@ -19,7 +19,8 @@ public static class BuiltInTasks
         .Add("wait_for", WaitFor)
         .Add("cycle", Cycle)
         .Add("misbehave", Misbehave)
-        .Add("env", Env);
+        .Add("env", Env)
+        .Add("marker", Marker);
 
     /// <summary>Returns its arguments unchanged.</summary>
     static ValueTask<JsonNode?> Echo(TaskContext ctx) => ValueTask.FromResult(ToNode(ctx.Arguments));
@@ -30,6 +31,33 @@ public static class BuiltInTasks
         var ms = ctx.GetInt32("ms");
         await Task.Delay(ms);
         return new JsonObject { ["slept"] = ms };
+    }
+
+    /// <summary>Where <c>marker</c> writes: configuration (the worker's environment), never the message.</summary>
+    public const string MarkerFileVariable = "RUNNER_MARKER_FILE";
+
+    /// <summary>
+    /// <c>{ms}</c>: runs for that long and leaves evidence of when it ran: appends <c>start</c>, a <c>tick</c> every
+    /// 100 ms and <c>end</c> lines (<c>kind id attempt unix-ms pid</c>) to the file named by RUNNER_MARKER_FILE. A
+    /// killed attempt's last tick tells when it stopped; tests and the chaos run check that no two attempts of one
+    /// invocation overlap and that each ends once. Returns <c>{marked: ms}</c>.
+    /// </summary>
+    static async ValueTask<JsonNode?> Marker(TaskContext ctx)
+    {
+        var ms = ctx.GetInt32("ms");
+        var file = Environment.GetEnvironmentVariable(MarkerFileVariable)
+            ?? throw new TaskFailedException($"{MarkerFileVariable} is not set for this worker (Runner:WorkerEnvironment)", "InvalidConfiguration");
+        void Mark(string kind) => File.AppendAllText(file,
+            $"{kind} {ctx.InvocationId} {ctx.Attempt} {DateTimeOffset.UtcNow.ToUnixTimeMilliseconds()} {Environment.ProcessId}\n");
+        Mark("start");
+        var until = DateTime.UtcNow.AddMilliseconds(ms);
+        while (DateTime.UtcNow < until)
+        {
+            await Task.Delay(TimeSpan.FromMilliseconds(Math.Min(100, Math.Max(1, (until - DateTime.UtcNow).TotalMilliseconds))));
+            Mark("tick");
+        }
+        Mark("end");
+        return new JsonObject { ["marked"] = ms };
     }
 
     /// <summary><c>{ms}</c>: keeps one core busy for that long, returns the loop count.</summary>

@@ -1,0 +1,189 @@
+using System.Globalization;
+using MassTransit;
+using Microsoft.Data.Sqlite;
+using RunnerService.Contracts;
+using RunnerService.Contracts.Protocol;
+using RunnerService.IntegrationTests.Infrastructure;
+using Xunit.Abstractions;
+
+namespace RunnerService.IntegrationTests;
+
+/// <summary>
+/// One live attempt per invocation: rolling restarts, duplicated and lost resumes, and a saga that cannot answer
+/// claims never run work twice at once, lose it, or poison it. Real replicas, real broker, real workers; the
+/// <c>marker</c> task leaves evidence of when each attempt ran.
+/// </summary>
+[Collection(BrokerCollection.Name)]
+[Trait("Category", "Faults")]
+public sealed class OwnershipTests(BrokerFixture broker, ITestOutputHelper output)
+{
+    static readonly TimeSpan Patience = TimeSpan.FromSeconds(120);
+
+    [Theory]
+    [InlineData(null)]
+    [InlineData("00:01:00")]
+    public async Task A_rolling_restart_never_runs_two_attempts_at_once_and_everything_completes_once(string? shutdownGrace)
+    {
+        await using var env = await RunnerEnvironment.StartAsync(broker, output, slots: 2, runners: 0);
+        var markers = Path.Combine(env.StateDirectory, "markers.txt");
+        var settings = new Dictionary<string, string> { ["Runner__WorkerEnvironment__RUNNER_MARKER_FILE"] = markers };
+        if (shutdownGrace is not null)
+            settings["Runner__ShutdownGrace"] = shutdownGrace;
+        var a = await env.StartRunnerAsync(2, settings, "replica-a");
+
+        var longRun = NewId.NextGuid();
+        var marked = env.Bus.Client.RunAsync(new RunInvocation { InvocationId = longRun, TaskName = "marker", Arguments = Json.Parse("{\"ms\":25000}") });
+        await env.Bus.WaitForStartedAsync(longRun, Patience);
+        var dependency = NewId.NextGuid();
+        var waiterId = NewId.NextGuid();
+        var waiter = env.Bus.Client.RunAsync(new RunInvocation { InvocationId = waiterId, TaskName = "wait_for", Arguments = Json.Parse($"{{\"invocationId\":\"{dependency}\"}}") });
+        await TestBus.PollAsync(() => env.Bus.Waiting.FirstOrDefault(w => w.InvocationId == waiterId), Patience, "the waiter's pause on replica A");
+        await env.StartRunnerAsync(2, settings, "replica-b");
+        await Task.Delay(3000);
+
+        await a.StopAsync(TimeSpan.FromSeconds(150));
+        await env.Bus.Client.SubmitAsync(new RunInvocation { InvocationId = dependency, TaskName = "echo", Arguments = Json.Parse("{\"for\":\"the waiter\"}") });
+        var results = await Task.WhenAll(marked, waiter).WaitAsync(Patience);
+        Assert.All(results, r => Assert.Equal(InvocationStatus.Succeeded, r.Status));
+        Assert.Equal("the waiter", results[1].Result!.Value.GetProperty("for").GetString());
+
+        await env.WaitForSagaQuietAsync(TimeSpan.FromSeconds(20));
+        await Task.Delay(1000);
+        Assert.Single(env.Bus.Completed, c => c.InvocationId == longRun);
+        Assert.Single(env.Bus.Completed, c => c.InvocationId == waiterId);
+        var attempts = MarkerAttempts(markers, longRun);
+        output.WriteLine(string.Join("\n", attempts.Select(x => $"attempt {x.Attempt}: {x.Start} .. {x.Last} ended={x.Ended}")));
+        Assert.Single(attempts, x => x.Ended);
+        AssertNoOverlap(attempts);
+    }
+
+    [Fact]
+    public async Task A_duplicated_resume_writes_exactly_one_resume_line()
+    {
+        await using var env = await RunnerEnvironment.StartAsync(broker, output, slots: 2, runners: 0);
+        env.VerifySagasOnDispose = false; // the test answers the wait itself, past the saga
+        var settings = ShellWorker.Settings(env.StateDirectory);
+        await env.StartRunnerAsync(2, settings, "resumes");
+
+        var id = NewId.NextGuid();
+        var counted = env.Bus.Client.RunAsync(new RunInvocation { InvocationId = id, TaskName = "count-resumes" });
+        var wait = await TestBus.PollAsync(() => env.Bus.Waiting.FirstOrDefault(w => w.InvocationId == id), Patience, "the pause");
+        // Both slots busy, so both copies arrive while the worker is paused and wait for a slot together.
+        var sleepers = Enumerable.Range(0, 2).Select(_ => env.Bus.Client.RunAsync("nap", null)).ToArray();
+        await TestBus.PollAsync(async () => (await env.Runner.GetStatusAsync()).SlotsBusy == 2 ? "" : null, Patience, "both slots busy");
+
+        var resume = new ResumeInvocation
+        {
+            InvocationId = id,
+            Attempt = wait.Attempt,
+            WaitSequence = wait.WaitSequence,
+            Results = [new DependencyOutcome { InvocationId = wait.WaitingFor[0], Status = InvocationStatus.Succeeded, Result = Json.Parse("1") }],
+        };
+        var endpoint = await env.Bus.Bus.GetSendEndpoint(new Uri("queue:runner-instance-resumes"));
+        await endpoint.Send(resume);
+        await endpoint.Send(resume);
+
+        var done = await counted.WaitAsync(Patience);
+        await Task.WhenAll(sleepers).WaitAsync(Patience);
+        output.WriteLine($"{done.Status}: {done.Result?.GetRawText()} {done.Error}");
+        Assert.Equal(InvocationStatus.Succeeded, done.Status);
+        Assert.Equal(1, done.Result!.Value.GetProperty("resumes").GetInt32());
+    }
+
+    [Fact]
+    public async Task A_lost_resume_is_sent_again_and_the_waiter_goes_on()
+    {
+        var settings = new Dictionary<string, string> { ["Runner__RecoveryInterval"] = "00:00:02" };
+        await using var env = await RunnerEnvironment.StartAsync(broker, output, slots: 1, runners: 0);
+        await env.StartRunnerAsync(1, settings, "lossy");
+        // One wait first, so the saga's send to this replica's queue has declared its topology (a first send would
+        // declare the binding again).
+        Assert.Equal(InvocationStatus.Succeeded, (await env.Bus.Client.RunAsync("upper", Json.Parse("{\"text\":\"warm\"}")).WaitAsync(Patience)).Status);
+        var dependency = NewId.NextGuid();
+        var waiterId = NewId.NextGuid();
+        var waiter = env.Bus.Client.RunAsync(new RunInvocation { InvocationId = waiterId, TaskName = "wait_for", Arguments = Json.Parse($"{{\"invocationId\":\"{dependency}\"}}") });
+        await TestBus.PollAsync(() => env.Bus.Waiting.FirstOrDefault(w => w.InvocationId == waiterId), Patience, "the pause");
+        await env.WaitForSagaQuietAsync(TimeSpan.FromSeconds(10));
+
+        // Everything sent to the replica's own queue is dropped (confirmed, but unroutable): the saga's resume is lost.
+        await broker.UnbindQueueAsync(env.VirtualHost.Name, "runner-instance-lossy");
+        try
+        {
+            await env.Bus.Client.RunAsync(new RunInvocation { InvocationId = dependency, TaskName = "echo", Arguments = Json.Parse("7") }).WaitAsync(Patience);
+            await env.WaitForSagaQuietAsync(TimeSpan.FromSeconds(10));
+            await Task.Delay(1000);
+            Assert.False(waiter.IsCompleted);
+        }
+        finally
+        {
+            await broker.BindQueueAsync(env.VirtualHost.Name, "runner-instance-lossy");
+        }
+        var healed = DateTime.UtcNow;
+        var done = await waiter.WaitAsync(Patience);
+        output.WriteLine($"resumed {DateTime.UtcNow - healed} after the queue was healed");
+        Assert.Equal(InvocationStatus.Succeeded, done.Status);
+        Assert.Equal(7, done.Result!.Value.GetInt32());
+        Assert.True(DateTime.UtcNow - healed < TimeSpan.FromSeconds(2 * 2 + 3), $"took {DateTime.UtcNow - healed}");
+    }
+
+    [Fact]
+    public async Task Claims_the_saga_cannot_answer_are_asked_again_and_never_poison_the_invocation()
+    {
+        await using var env = await RunnerEnvironment.StartAsync(broker, output, slots: 1, runners: 0);
+        await env.StartRunnerAsync(1, new Dictionary<string, string> { ["Runner__RetryDelay"] = "00:00:00.200" });
+        await env.Bus.Client.RunAsync("echo", null).WaitAsync(Patience); // the saga store exists
+
+        // The saga store is locked for 45 s: every claim in that time goes unanswered (30 s request timeout).
+        var locked = DateTime.UtcNow;
+        var holdLock = Task.Run(async () =>
+        {
+            using var connection = new SqliteConnection($"Data Source={env.SagaDatabase};Pooling=False");
+            await connection.OpenAsync();
+            using (var begin = connection.CreateCommand())
+            {
+                begin.CommandText = "BEGIN EXCLUSIVE;";
+                await begin.ExecuteNonQueryAsync();
+            }
+            await Task.Delay(TimeSpan.FromSeconds(45));
+            using var end = connection.CreateCommand();
+            end.CommandText = "ROLLBACK;";
+            await end.ExecuteNonQueryAsync();
+        });
+        await Task.Delay(500);
+        // A crash that is retried: its second attempt asks the saga for ownership first.
+        var id = NewId.NextGuid();
+        var crashed = env.Bus.Client.RunAsync(new RunInvocation { InvocationId = id, TaskName = "crash", Arguments = Json.Parse("{\"exitCode\":3}"), MaxAttempts = 2 });
+        await holdLock;
+        output.WriteLine($"store locked for {DateTime.UtcNow - locked}");
+        var done = await crashed.WaitAsync(Patience);
+        Assert.Equal(2, done.Attempt);
+        Assert.Equal(InvocationErrorTypes.WorkerExited, done.Error!.Type);
+        Assert.Null(await env.Bus.GetAsync("run-invocation_error"));
+        Assert.Contains("did not answer the ownership claim", env.Runner.Output);
+    }
+
+    sealed record AttemptRun(int Attempt, long Start, long Last, bool Ended);
+
+    static List<AttemptRun> MarkerAttempts(string file, Guid id)
+    {
+        var lines = File.ReadAllLines(file).Select(l => l.Split(' ')).Where(f => f.Length == 5 && f[1] == id.ToString()).ToList();
+        return [.. lines.GroupBy(f => int.Parse(f[2], CultureInfo.InvariantCulture)).Select(g => new AttemptRun(
+            g.Key,
+            g.Where(f => f[0] == "start").Min(f => long.Parse(f[3], CultureInfo.InvariantCulture)),
+            g.Max(f => long.Parse(f[3], CultureInfo.InvariantCulture)),
+            g.Any(f => f[0] == "end"))).OrderBy(x => x.Attempt)];
+    }
+
+    static void AssertNoOverlap(List<AttemptRun> attempts)
+    {
+        for (var i = 0; i < attempts.Count; i++)
+        {
+            for (var j = i + 1; j < attempts.Count; j++)
+            {
+                var (x, y) = (attempts[i], attempts[j]);
+                Assert.False(x.Start <= y.Last && y.Start <= x.Last,
+                    $"attempt {x.Attempt} ({x.Start}..{x.Last}) overlaps attempt {y.Attempt} ({y.Start}..{y.Last})");
+            }
+        }
+    }
+}

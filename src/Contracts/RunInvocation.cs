@@ -20,6 +20,13 @@ public record RunInvocation
     /// <summary>Set when a running task started this invocation as a sub-invocation.</summary>
     public Guid? ParentInvocationId { get; init; }
 
+    /// <summary>
+    /// Set by the runner on a sub-invocation: the attempt of the parent that asked for it. A parent that runs again
+    /// asks for the same children (same ids); from its second attempt on, a child that already exists is not run
+    /// again (the runner asks the saga first).
+    /// </summary>
+    public int? ParentAttempt { get; init; }
+
     /// <summary>Run-time limit; null takes the runner's configured default.</summary>
     public TimeSpan? Timeout { get; init; }
 

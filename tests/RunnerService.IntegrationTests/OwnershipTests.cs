@@ -162,6 +162,54 @@ public sealed class OwnershipTests(BrokerFixture broker, ITestOutputHelper outpu
         Assert.Contains("did not answer the ownership claim", env.Runner.Output);
     }
 
+    [Fact]
+    public async Task A_rerouted_parent_reattaches_to_its_children_and_none_runs_a_second_time()
+    {
+        await using var env = await RunnerEnvironment.StartAsync(broker, output, slots: 2, runners: 0);
+        env.VerifySagasOnDispose = false; // the killed replica leaves its history mid-flight on purpose
+        var markers = Path.Combine(env.StateDirectory, "markers.txt");
+        var settings = new Dictionary<string, string>
+        {
+            ["Runner__WorkerEnvironment__RUNNER_MARKER_FILE"] = markers,
+            ["Runner__StaleAfter"] = "00:00:06",
+            ["Runner__HeartbeatInterval"] = "00:00:01",
+            ["Runner__RecoveryInterval"] = "00:00:02",
+        };
+        var a = await env.StartRunnerAsync(2, settings, "reattach-a");
+        var parentId = NewId.NextGuid();
+        var parent = env.Bus.Client.RunAsync(new RunInvocation
+        {
+            InvocationId = parentId,
+            TaskName = "marker",
+            Arguments = Json.Parse("{\"ms\":100,\"children\":[100,100,100,12000]}"),
+        });
+        await env.Bus.WaitForStartedAsync(parentId, Patience);
+        await env.StartRunnerAsync(2, settings, "reattach-b");
+
+        // Three children finished, the fourth running: then the parent's replica dies.
+        await TestBus.PollAsync(() => env.Bus.Completed.Count(c => c.ParentInvocationId == parentId) >= 3 ? "" : null, Patience, "three finished children");
+        var longChild = await TestBus.PollAsync(() => env.Bus.Started.FirstOrDefault(s => s.ParentInvocationId == parentId && env.Bus.Completed.All(c => c.InvocationId != s.InvocationId)),
+            Patience, "the running child");
+        var firstChildren = env.Bus.Started.Where(s => s.ParentInvocationId == parentId).Select(s => s.InvocationId).ToHashSet();
+        await a.KillAsync();
+
+        var done = await parent.WaitAsync(Patience);
+        output.WriteLine($"{done.Status} attempt {done.Attempt}: {done.Result?.GetRawText()} {done.Error}");
+        Assert.Equal(InvocationStatus.Succeeded, done.Status);
+        Assert.Equal(2, done.Attempt);
+        Assert.Equal(100 + 3 * 100 + 12000, done.Result!.Value.GetProperty("marked").GetInt64());
+
+        // The second attempt asked for the same four children: no new child id, and each child ended exactly once.
+        var children = File.ReadAllLines(markers).Select(l => l.Split(' ')).Where(f => f[1] != parentId.ToString()).ToList();
+        var childIds = children.Select(f => Guid.Parse(f[1])).Distinct().ToList();
+        output.WriteLine($"children seen in markers: {childIds.Count}; first attempt's: {firstChildren.Count}; long child {longChild.InvocationId}");
+        Assert.Equal(4, childIds.Count);
+        Assert.All(childIds, id => Assert.Single(children, f => f[0] == "end" && f[1] == id.ToString()));
+        foreach (var id in childIds.Where(id => id != longChild.InvocationId))
+            Assert.Single(children, f => f[0] == "start" && f[1] == id.ToString());
+        AssertNoOverlap(MarkerAttempts(markers, longChild.InvocationId));
+    }
+
     sealed record AttemptRun(int Attempt, long Start, long Last, bool Ended);
 
     static List<AttemptRun> MarkerAttempts(string file, Guid id)

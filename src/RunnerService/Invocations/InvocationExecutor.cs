@@ -406,6 +406,7 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, IOptions<
                 TaskName = invoke.TaskName,
                 Arguments = invoke.Arguments,
                 ParentInvocationId = session.InvocationId,
+                ParentAttempt = session.Attempt,
                 Timeout = invoke.Timeout,
                 SubmittedAt = DateTimeOffset.UtcNow,
             });

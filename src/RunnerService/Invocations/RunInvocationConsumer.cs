@@ -61,8 +61,10 @@ sealed class RunInvocationConsumer(
                 InvocationLog.AlreadyFinishedHere(logger, invocation.InvocationId, attempt);
                 return;
             }
-            // A redelivery, a retry or a reroute may meet another live run of the same invocation: the saga decides.
-            if ((context.ReceiveContext.Redelivered || attempt > 1) && !await claims.TryClaimAsync(context, invocation).ConfigureAwait(false))
+            // A redelivery, a retry, a reroute, or a child asked for again by its parent's next attempt may meet another
+            // run of the same invocation (live or finished): the saga decides.
+            if ((context.ReceiveContext.Redelivered || attempt > 1 || invocation.ParentAttempt > 1)
+                && !await claims.TryClaimAsync(context, invocation).ConfigureAwait(false))
                 return;
             using var scope = logger.BeginScope(new Dictionary<string, object> { ["InvocationId"] = invocation.InvocationId, ["TaskName"] = invocation.TaskName });
             var queuedSince = invocation.SubmittedAt?.UtcDateTime ?? context.SentTime ?? DateTime.UtcNow;

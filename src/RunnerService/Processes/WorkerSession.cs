@@ -219,15 +219,15 @@ sealed class WorkerSession
                     _logger.LogInformation("worker {Pid}: {Message}", Pid, log.Message);
                     break;
                 case WorkerEvent.Received { Message: InvokeMessage invoke }:
-                    await callbacks.OnInvokeAsync(this, invoke).ConfigureAwait(false);
+                    await callbacks.OnInvokeAsync(this, invoke with { InvocationId = ChildIdFor(invoke) }).ConfigureAwait(false);
                     break;
                 case WorkerEvent.Received { Message: WaitMessage { InvocationIds.Count: 0 } }:
                     Send(new ResumeMessage { Results = [] }); // nothing to wait for: answered at once, no pause
                     break;
                 case WorkerEvent.Received { Message: WaitMessage wait }:
-                    WaitingFor = wait.InvocationIds;
+                    WaitingFor = [.. wait.InvocationIds.Select(id => _childIds.TryGetValue(id, out var child) ? child : id)];
                     WaitSequence++;
-                    return new SessionOutcome.Waiting(wait.InvocationIds);
+                    return new SessionOutcome.Waiting(WaitingFor);
                 case WorkerEvent.Received { Message: ResultMessage result }:
                     // The driver publishes the outcome while the worker exits (AwaitExitAfterFinalAsync).
                     return new SessionOutcome.Final(InvocationStatus.Succeeded, result.Result, null);
@@ -238,6 +238,26 @@ sealed class WorkerSession
             }
         }
     }
+
+    readonly Dictionary<Guid, Guid> _childIds = [];
+    readonly Dictionary<Guid, Guid> _taskIds = [];
+    int _children;
+
+    /// <summary>
+    /// The id the child gets (see <see cref="ChildIds"/>); the task's own id for it stays a local name, translated in
+    /// its waits and in the outcomes it is resumed with.
+    /// </summary>
+    Guid ChildIdFor(InvokeMessage invoke)
+    {
+        var child = ChildIds.Derive(InvocationId, ++_children, invoke.TaskName, invoke.Arguments);
+        _childIds[invoke.InvocationId] = child;
+        _taskIds[child] = invoke.InvocationId;
+        return child;
+    }
+
+    /// <summary>The outcomes under the ids the task itself used for its children.</summary>
+    IReadOnlyList<DependencyOutcome> InTaskIds(IReadOnlyList<DependencyOutcome> results) =>
+        [.. results.Select(r => _taskIds.TryGetValue(r.InvocationId, out var own) ? r with { InvocationId = own } : r)];
 
     /// <summary>stdout has ended: the worker is gone or going. Says why, once it has exited.</summary>
     async Task<SessionOutcome> EndedAsync(WorkerEvent.Closed closed)
@@ -282,7 +302,7 @@ sealed class WorkerSession
         State = WorkerState.Running;
         WaitingFor = [];
         if (continued)
-            Send(results);
+            Send(results with { Results = InTaskIds(results.Results) });
         return continued;
     }
 

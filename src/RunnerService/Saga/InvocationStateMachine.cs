@@ -238,9 +238,10 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
 
     /// <summary>A claim wins for a newer attempt, or for the current one when nobody (or the claimer itself) owns it.</summary>
     static bool MayClaim(InvocationState saga, ClaimInvocation claim) =>
-        claim.Attempt > saga.Attempt ||
+        !(claim.AskedAgain && saga.CurrentState is nameof(Expected) or nameof(Submitted)) &&
+        (claim.Attempt > saga.Attempt ||
         (claim.Attempt == saga.Attempt &&
-         (saga.OwnerInstance is null || saga.OwnerInstance == claim.Instance || saga.OwnerInstance == claim.TakeOverFrom));
+         (saga.OwnerInstance is null || saga.OwnerInstance == claim.Instance || saga.OwnerInstance == claim.TakeOverFrom)));
 
     static void Apply(InvocationState saga, ClaimInvocation claim)
     {

@@ -16,6 +16,13 @@ public record ClaimInvocation
     /// <summary>Set when the claimer found the current owner gone (no heartbeat): take over from that owner.</summary>
     public string? TakeOverFrom { get; init; }
 
+    /// <summary>
+    /// The delivery is a child asked for again by its parent's later attempt, not the child's own message. Refused
+    /// while the saga knows the child only as awaited (<c>Expected</c>) or rerouted (<c>Submitted</c>): the child's
+    /// own message exists then, and runs it.
+    /// </summary>
+    public bool AskedAgain { get; init; }
+
     /// <summary>What was asked for, kept by the saga so that it can reroute the attempt if the claimer dies.</summary>
     public RunInvocation? Invocation { get; init; }
 }

@@ -37,10 +37,11 @@ public static class BuiltInTasks
     public const string MarkerFileVariable = "RUNNER_MARKER_FILE";
 
     /// <summary>
-    /// <c>{ms}</c>: runs for that long and leaves evidence of when it ran: appends <c>start</c>, a <c>tick</c> every
-    /// 100 ms and <c>end</c> lines (<c>kind id attempt unix-ms pid</c>) to the file named by RUNNER_MARKER_FILE. A
-    /// killed attempt's last tick tells when it stopped; tests and the chaos run check that no two attempts of one
-    /// invocation overlap and that each ends once. Returns <c>{marked: ms}</c>.
+    /// <c>{ms, children?}</c>: runs for that long and leaves evidence of when it ran: appends <c>start</c>, a
+    /// <c>tick</c> every 100 ms and <c>end</c> lines (<c>kind id attempt unix-ms pid</c>) to the file named by
+    /// RUNNER_MARKER_FILE. A killed attempt's last tick tells when it stopped; tests and the chaos run check that no two
+    /// attempts of one invocation overlap and that each ends once. With <c>children</c> (a list of ms) it first runs a
+    /// <c>marker</c> sub-invocation for each and waits for all. Returns <c>{marked: total ms}</c>.
     /// </summary>
     static async ValueTask<JsonNode?> Marker(TaskContext ctx)
     {
@@ -50,6 +51,13 @@ public static class BuiltInTasks
         void Mark(string kind) => File.AppendAllText(file,
             $"{kind} {ctx.InvocationId} {ctx.Attempt} {DateTimeOffset.UtcNow.ToUnixTimeMilliseconds()} {Environment.ProcessId}\n");
         Mark("start");
+        long total = ms;
+        if (ctx.TryGetArgument("children", out var children) && children.ValueKind == JsonValueKind.Array)
+        {
+            var handles = children.EnumerateArray().Select(c => ctx.Invoke("marker", new JsonObject { ["ms"] = c.GetInt32() })).ToArray();
+            var results = await ctx.WaitAll(handles);
+            total += results.Sum(r => r.GetProperty("marked").GetInt64());
+        }
         var until = DateTime.UtcNow.AddMilliseconds(ms);
         while (DateTime.UtcNow < until)
         {
@@ -57,7 +65,7 @@ public static class BuiltInTasks
             Mark("tick");
         }
         Mark("end");
-        return new JsonObject { ["marked"] = ms };
+        return new JsonObject { ["marked"] = total };
     }
 
     /// <summary><c>{ms}</c>: keeps one core busy for that long, returns the loop count.</summary>

@@ -2,33 +2,33 @@ using System.Diagnostics;
 using MassTransit;
 using RunnerService.Contracts;
 using RunnerService.IntegrationTests.Infrastructure;
+using RunnerService.TestSupport;
 using Xunit.Abstractions;
 
 namespace RunnerService.IntegrationTests;
 
-/// <summary>Several replicas as separate OS processes on one broker and one PostgreSQL saga store.</summary>
+/// <summary>Several replicas as separate OS processes on one broker and one PostgreSQL saga store (a schema per test).</summary>
 [Collection(BrokerCollection.Name)]
 [Trait("Category", "Scale")]
-public sealed class ScaleTests(BrokerFixture broker, ITestOutputHelper output)
+public sealed class ScaleTests(BrokerFixture broker, PostgresFixture postgres, ITestOutputHelper output)
 {
     static readonly TimeSpan Patience = TimeSpan.FromMinutes(5);
 
-    static Dictionary<string, string> Postgres(string testName)
+    async Task<Dictionary<string, string>> PostgresAsync(string testName)
     {
-        var connection = Environment.GetEnvironmentVariable("RUNNER_TEST_POSTGRES");
-        if (string.IsNullOrWhiteSpace(connection))
-            throw new InvalidOperationException("RUNNER_TEST_POSTGRES is not set: run the tests with deploy/local/run-tests.sh, which starts PostgreSQL.");
+        var connection = await postgres.GetConnectionStringAsync();
+        output.WriteLine($"PostgreSQL from {postgres.Source}");
         return new Dictionary<string, string>
         {
             ["ConnectionStrings__Sagas"] = connection,
-            ["Runner__SagaSchema"] = $"t_{testName}_{Guid.NewGuid():N}"[..30],
+            ["Runner__SagaSchema"] = postgres.NewSchema($"t_{testName}"),
         };
     }
 
     [Fact]
     public async Task Three_single_slot_replicas_run_a_mixed_workload_with_waits_across_replicas()
     {
-        var settings = Postgres("mixed");
+        var settings = await PostgresAsync("mixed");
         await using var env = await RunnerEnvironment.StartAsync(broker, output, slots: 1, settings, runners: 3);
         var work = new List<(Task<InvocationCompleted> Run, string Task, int Expected)>();
         for (var i = 0; i < 200; i++)
@@ -67,7 +67,7 @@ public sealed class ScaleTests(BrokerFixture broker, ITestOutputHelper output)
     [Fact]
     public async Task A_replica_killed_mid_run_loses_nothing_and_nothing_runs_twice_at_once()
     {
-        var settings = Postgres("kill");
+        var settings = await PostgresAsync("kill");
         await using var env = await RunnerEnvironment.StartAsync(broker, output, slots: 1, settings, runners: 3);
         env.VerifySagasOnDispose = false;
         var roots = Enumerable.Range(0, 30)

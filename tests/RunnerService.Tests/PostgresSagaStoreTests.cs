@@ -7,29 +7,22 @@ using Npgsql;
 using RunnerService.Saga;
 using RunnerService.Saga.Messages;
 using RunnerService.Saga.Persistence;
+using RunnerService.TestSupport;
 
 namespace RunnerService.Tests;
 
 /// <summary>
-/// The PostgreSQL saga store against a real server (RUNNER_TEST_POSTGRES, set by deploy/local/run-tests.sh from
-/// deploy/local/postgres.sh). Each test works in a schema of its own, dropped afterwards. Two store objects stand for
-/// two replicas: each has its own connection pool, so only the server's locks and version checks protect them.
+/// The PostgreSQL saga store against a real server (<see cref="PostgresFixture"/>: RUNNER_TEST_POSTGRES, else one it
+/// starts for the run). Each test works in a schema of its own. Two store objects stand for two replicas: each has its
+/// own connection pool, so only the server's locks and version checks protect them.
 /// </summary>
+[Collection(PostgresCollection.Name)]
 [Trait("Category", "Scale")]
-public sealed class PostgresSagaStoreTests : IAsyncLifetime
+public sealed class PostgresSagaStoreTests(PostgresFixture postgres) : IAsyncLifetime
 {
-    public const string EnvironmentVariable = "RUNNER_TEST_POSTGRES";
-
-    readonly string _schema = $"saga_test_{Guid.NewGuid():N}";
+    readonly string _schema = postgres.NewSchema("saga_test");
     readonly List<PostgresSagaStore> _stores = [];
-
-    static string ConnectionString =>
-        Environment.GetEnvironmentVariable(EnvironmentVariable) is { Length: > 0 } value
-            ? value
-            : throw new InvalidOperationException(
-                $"{EnvironmentVariable} is not set. These tests need a real PostgreSQL server: run them through " +
-                "`bash deploy/local/run-tests.sh` (it starts a private cluster), or start one with " +
-                "`eval \"$(bash deploy/local/postgres.sh start)\"` and run dotnet test from that shell.");
+    string ConnectionString { get; set; } = "";
 
     PostgresSagaStore NewStore()
     {
@@ -38,18 +31,12 @@ public sealed class PostgresSagaStoreTests : IAsyncLifetime
         return store;
     }
 
-    public Task InitializeAsync() => Task.CompletedTask;
+    public async Task InitializeAsync() => ConnectionString = await postgres.GetConnectionStringAsync();
 
     public async Task DisposeAsync()
     {
         foreach (var store in _stores)
             await store.DisposeAsync();
-        if (Environment.GetEnvironmentVariable(EnvironmentVariable) is not { Length: > 0 } connectionString)
-            return;
-        await using var connection = new NpgsqlConnection(connectionString);
-        await connection.OpenAsync();
-        await using var command = new NpgsqlCommand($"DROP SCHEMA IF EXISTS \"{_schema}\" CASCADE;", connection);
-        await command.ExecuteNonQueryAsync();
     }
 
     [Fact]

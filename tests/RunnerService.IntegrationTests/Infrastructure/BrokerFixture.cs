@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Net.Http.Headers;
 using System.Text;
+using RunnerService.TestSupport;
 using Testcontainers.RabbitMq;
 
 namespace RunnerService.IntegrationTests.Infrastructure;
@@ -169,8 +170,12 @@ public sealed class BrokerFixture : IAsyncLifetime
     }
 }
 
+/// <summary>
+/// The integration tests share one broker, and one PostgreSQL server for the tests that ask for it (it starts on
+/// first use, so the other categories run without one).
+/// </summary>
 [CollectionDefinition(Name)]
-public sealed class BrokerCollection : ICollectionFixture<BrokerFixture>
+public sealed class BrokerCollection : ICollectionFixture<BrokerFixture>, ICollectionFixture<PostgresFixture>
 {
     public const string Name = "broker";
 }

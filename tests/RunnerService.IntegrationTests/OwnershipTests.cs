@@ -32,7 +32,7 @@ public sealed class OwnershipTests(BrokerFixture broker, ITestOutputHelper outpu
         var a = await env.StartRunnerAsync(2, settings, "replica-a");
 
         var longRun = NewId.NextGuid();
-        var marked = env.Bus.Client.RunAsync(new RunInvocation { InvocationId = longRun, TaskName = "marker", Arguments = Json.Parse("{\"ms\":25000}") });
+        var marked = env.Bus.Client.RunAsync(new RunInvocation { InvocationId = longRun, TaskName = "marker", Arguments = Json.Parse("{\"ms\":40000}") });
         await env.Bus.WaitForStartedAsync(longRun, Patience);
         var dependency = NewId.NextGuid();
         var waiterId = NewId.NextGuid();
@@ -55,6 +55,55 @@ public sealed class OwnershipTests(BrokerFixture broker, ITestOutputHelper outpu
         output.WriteLine(string.Join("\n", attempts.Select(x => $"attempt {x.Attempt}: {x.Start} .. {x.Last} ended={x.Ended}")));
         Assert.Single(attempts, x => x.Ended);
         AssertNoOverlap(attempts);
+    }
+
+    [Fact]
+    public async Task A_partitioned_replica_kills_its_own_workers_before_peers_run_them_again()
+    {
+        await using var env = await RunnerEnvironment.StartAsync(broker, output, slots: 2, runners: 0);
+        env.VerifySagasOnDispose = false; // the partitioned replica's killed attempts stay in the history as they were
+        await using var proxy = new TcpProxy(env.VirtualHost.AmqpUri);
+        var markers = Path.Combine(env.StateDirectory, "markers.txt");
+        var settings = new Dictionary<string, string>
+        {
+            ["Runner__WorkerEnvironment__RUNNER_MARKER_FILE"] = markers,
+            ["Runner__StaleAfter"] = "00:00:08",
+            ["Runner__HeartbeatInterval"] = "00:00:01",
+            ["Runner__RecoveryInterval"] = "00:00:02",
+        };
+        var throughProxy = new Dictionary<string, string>(settings) { ["ConnectionStrings__RabbitMq"] = proxy.Through(env.VirtualHost.AmqpUri).ToString() };
+        var a = await env.StartRunnerAsync(2, throughProxy, "partitioned-a");
+
+        var longRun = NewId.NextGuid();
+        var marked = env.Bus.Client.RunAsync(new RunInvocation { InvocationId = longRun, TaskName = "marker", Arguments = Json.Parse("{\"ms\":30000}") });
+        await env.Bus.WaitForStartedAsync(longRun, Patience);
+        var dependency = NewId.NextGuid();
+        var waiterId = NewId.NextGuid();
+        var waiter = env.Bus.Client.RunAsync(new RunInvocation { InvocationId = waiterId, TaskName = "wait_for", Arguments = Json.Parse($"{{\"invocationId\":\"{dependency}\"}}") });
+        var paused = await TestBus.PollAsync(() => env.Bus.Waiting.FirstOrDefault(w => w.InvocationId == waiterId), Patience, "the waiter's pause on replica A");
+        await env.StartRunnerAsync(2, settings, "partitioned-b");
+        await Task.Delay(2000); // the marker has run past TrackAfter: the saga knows it
+
+        proxy.Cut();
+        var cut = DateTime.UtcNow;
+        await TestBus.PollAsync(() => ProcessSignals.IsAlive(paused.ProcessId) ? null : "", TimeSpan.FromSeconds(30), "replica A killing its paused worker");
+        output.WriteLine($"A fenced its workers {DateTime.UtcNow - cut} after the cut");
+        await Task.Delay(TimeSpan.FromSeconds(30) - (DateTime.UtcNow - cut));
+        proxy.Heal();
+
+        await env.Bus.Client.SubmitAsync(new RunInvocation { InvocationId = dependency, TaskName = "echo", Arguments = Json.Parse("5") });
+        var results = await Task.WhenAll(marked, waiter).WaitAsync(Patience);
+        Assert.All(results, r => Assert.Equal(InvocationStatus.Succeeded, r.Status));
+        await env.WaitForSagaQuietAsync(TimeSpan.FromSeconds(20));
+        await Task.Delay(2000);
+        Assert.Single(env.Bus.Completed, c => c.InvocationId == longRun);
+        Assert.Single(env.Bus.Completed, c => c.InvocationId == waiterId);
+        var attempts = MarkerAttempts(markers, longRun);
+        output.WriteLine(string.Join("\n", attempts.Select(x => $"attempt {x.Attempt}: {x.Start} .. {x.Last} ended={x.Ended}")));
+        Assert.True(attempts.Count >= 2, "the marker ran again after the partition");
+        Assert.Single(attempts, x => x.Ended);
+        AssertNoOverlap(attempts);
+        Assert.Contains("No broker contact", a.Output);
     }
 
     [Fact]

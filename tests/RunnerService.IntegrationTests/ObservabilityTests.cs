@@ -170,6 +170,9 @@ public sealed partial class ObservabilityTests(BrokerFixture broker, ITestOutput
         {
             ["Runner__ConsoleTelemetry"] = "true",
             ["Runner__WorkerEnvironment__OTEL_EXPORTER_OTLP_ENDPOINT"] = collector.Endpoint.ToString(),
+            // The export budget (500 ms by default) also covers a JIT-compiled worker compiling its HTTP stack and this
+            // in-process receiver answering; on a busy test machine that can take longer, and this test wants every span.
+            ["Runner__WorkerEnvironment__OTEL_EXPORTER_OTLP_TIMEOUT"] = "5000",
         });
 
         string traceId;
@@ -225,6 +228,87 @@ public sealed partial class ObservabilityTests(BrokerFixture broker, ITestOutput
                 ancestor = up.ParentSpanId;
             Assert.Equal(parentRun.SpanId, ancestor);
         }
+    }
+
+    [Theory]
+    [InlineData("closed", 1)]
+    [InlineData("closed", 10)] // reuse mode: the next invocation follows in the same process right after a result
+    [InlineData("silent", 1)]
+    [InlineData("silent", 10)]
+    public async Task An_unreachable_collector_adds_nothing_to_the_run_time_of_a_worker_task(string collector, int invocationsPerProcess)
+    {
+        // "closed": nothing listens on the port, a connection is refused. "silent": a collector that takes the
+        // connection and never answers, so the worker's export runs into its time limit.
+        using var listener = new System.Net.Sockets.TcpListener(IPAddress.Loopback, 0);
+        listener.Start(); // never accepts: the kernel completes the handshakes, nobody reads a request
+        var port = ((IPEndPoint)listener.LocalEndpoint).Port;
+        if (collector == "closed")
+            listener.Stop();
+
+        // Both runners trace (so workers get a traceparent and would export); only one gives its workers an OTLP
+        // endpoint. A warm worker per runner keeps process start-up out of the run time.
+        var traced = new Dictionary<string, string>
+        {
+            ["Runner__ConsoleTelemetry"] = "true",
+            ["Runner__WarmWorkers"] = "1",
+            ["Runner__MaxInvocationsPerProcess"] = invocationsPerProcess.ToString(System.Globalization.CultureInfo.InvariantCulture),
+        };
+        var unreachable = new Dictionary<string, string>(traced)
+        {
+            ["Runner__WorkerEnvironment__OTEL_EXPORTER_OTLP_ENDPOINT"] = $"http://127.0.0.1:{port}",
+        };
+        await using var plain = await RunnerEnvironment.StartAsync(broker, output, slots: 1, traced);
+        await using var exporting = await RunnerEnvironment.StartAsync(broker, output, slots: 1, unreachable);
+
+        // One echo at a time, alternating which runner goes first: two runs at once would fight for the cores and vary
+        // far more than the 20 ms looked for. With a process per invocation each run waits for a quiet runner (its
+        // slot free, as a worker exits after its export, and its warm worker started: one starts when the last is
+        // taken). In reuse mode runs follow at once, so a slow export is still under way during the next invocation.
+        const int runs = 10;
+        var reuse = invocationsPerProcess > 1;
+        var without = new List<TimeSpan>();
+        var with = new List<TimeSpan>();
+        for (var i = 0; i < runs; i++)
+        {
+            if (i % 2 == 0)
+            {
+                without.Add(await RunEchoAsync(plain, i, reuse));
+                with.Add(await RunEchoAsync(exporting, i, reuse));
+            }
+            else
+            {
+                with.Add(await RunEchoAsync(exporting, i, reuse));
+                without.Add(await RunEchoAsync(plain, i, reuse));
+            }
+        }
+        var added = Median(with) - Median(without);
+        output.WriteLine($"run time without endpoint: median {Ms(Median(without))} ms [{string.Join(", ", without.Select(Ms))}]");
+        output.WriteLine($"run time with {collector} endpoint: median {Ms(Median(with))} ms [{string.Join(", ", with.Select(Ms))}]");
+
+        // The workers did try to export (a worker without a traceparent would skip it and prove nothing).
+        await TestBus.PollAsync(() => exporting.Runner.Output.Contains($"trace export to http://127.0.0.1:{port}/v1/traces failed", StringComparison.Ordinal) ? "seen" : null,
+            TimeSpan.FromSeconds(10), "the worker's failed-export line in the runner's log");
+        Assert.True(added <= TimeSpan.FromMilliseconds(20), $"an unreachable collector added {Ms(added)} ms to the median run time");
+    }
+
+    static async Task<TimeSpan> RunEchoAsync(RunnerEnvironment env, int i, bool reuse)
+    {
+        if (!reuse)
+        {
+            await env.Runner.GetSettledStatusAsync(idleWorkers: 1);
+            await Task.Delay(300);
+        }
+        var done = await env.Bus.Client.RunAsync("echo", Json.Parse($"{{\"i\":{i}}}")).WaitAsync(Patience);
+        Assert.Equal(InvocationStatus.Succeeded, done.Status);
+        return done.RunFor;
+    }
+
+    static string Ms(TimeSpan t) => t.TotalMilliseconds.ToString("F1", System.Globalization.CultureInfo.InvariantCulture);
+
+    static TimeSpan Median(List<TimeSpan> values)
+    {
+        var sorted = values.Order().ToArray();
+        return sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[sorted.Length / 2 - 1] + sorted[sorted.Length / 2]) / 2;
     }
 
     const string TestSourceName = "RunnerService.IntegrationTests";

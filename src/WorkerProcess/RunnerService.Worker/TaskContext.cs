@@ -96,15 +96,19 @@ public sealed class TaskContext
     }
 
     /// <summary>Like <see cref="WaitAll"/> but returns every outcome, failed or not, without throwing.</summary>
-    public ValueTask<IReadOnlyList<DependencyOutcome>> WaitAllSettled(params InvocationHandle[] handles)
+    /// <remarks>
+    /// Returns at once with the wait under way; the caller's thread is not blocked while the resume is awaited (on
+    /// Unix .NET reads the stdin pipe on a thread-pool thread).
+    /// </remarks>
+    public async ValueTask<IReadOnlyList<DependencyOutcome>> WaitAllSettled(params InvocationHandle[] handles)
     {
         ArgumentNullException.ThrowIfNull(handles);
         if (handles.Length == 0)
-            return ValueTask.FromResult<IReadOnlyList<DependencyOutcome>>([]);
+            return [];
         var ids = handles.Select(h => h.InvocationId).ToArray();
         _channel.Send(new WaitMessage { InvocationIds = ids });
         // The runner pauses this process now; the next line on stdin arrives after it is resumed.
-        var reply = _channel.Receive();
+        var reply = await _channel.ReceiveAsync().ConfigureAwait(false);
         if (reply is not ResumeMessage resume)
             throw new InvalidDataException(reply is null ? "stdin closed while waiting for a resume" : $"expected a resume message, got {reply.GetType().Name}");
         var byId = resume.Results.ToDictionary(r => r.InvocationId);
@@ -114,7 +118,7 @@ public sealed class TaskContext
             ordered[i] = byId.TryGetValue(ids[i], out var outcome) ? outcome
                 : throw new InvalidDataException($"the resume message has no outcome for {ids[i]}");
         }
-        return ValueTask.FromResult<IReadOnlyList<DependencyOutcome>>(ordered);
+        return ordered;
     }
 
     static TaskFailedException MissingArgument(string name, string kind) =>

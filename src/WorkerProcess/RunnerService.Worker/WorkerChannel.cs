@@ -18,9 +18,14 @@ sealed class WorkerChannel(Stream output, TextReader input)
     }
 
     /// <summary>Reads the next message from the runner; null when stdin is closed.</summary>
-    public WorkerMessage? Receive()
+    /// <remarks>Blocks: for the main loop, which has nothing else to do until the next invocation arrives.</remarks>
+    public WorkerMessage? Receive() => Decode(input.ReadLine());
+
+    /// <summary>Reads the next message from the runner without blocking the caller; null when stdin is closed.</summary>
+    public async ValueTask<WorkerMessage?> ReceiveAsync() => Decode(await input.ReadLineAsync().ConfigureAwait(false));
+
+    static WorkerMessage? Decode(string? line)
     {
-        var line = input.ReadLine();
         if (line is null)
             return null;
         if (!WorkerProtocol.TryDecodeDirect(Encoding.UTF8.GetBytes(line), out var message, out var error))

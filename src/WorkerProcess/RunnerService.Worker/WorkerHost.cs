@@ -7,8 +7,9 @@ namespace RunnerService.Worker;
 
 /// <summary>
 /// The worker executable's main loop: says hello, reads one invocation from stdin, runs the task,
-/// writes <c>result</c> or <c>error</c> to stdout and returns the process exit code. In reuse mode (the invocation
-/// line says <c>reuse</c>) it then reads the next invocation, until the end of stdin.
+/// writes <c>result</c> or <c>error</c> to stdout, then sends the task's span when tracing is on (<see cref="SpanExporter"/>),
+/// and returns the process exit code. In reuse mode (the invocation line says <c>reuse</c>) it reads the next
+/// invocation meanwhile, until the end of stdin.
 /// </summary>
 public static class WorkerHost
 {
@@ -41,8 +42,24 @@ public static class WorkerHost
         Console.SetError(log);
         channel.Send(new HelloMessage { Pid = Environment.ProcessId, Reusable = true });
 
-        // One invocation, unless the runner offers reuse (Runner:MaxInvocationsPerProcess): then the next one follows
-        // on stdin after each outcome, and the end of stdin ends the process.
+        var exports = new SpanExporter();
+        try
+        {
+            return await ServeAsync(registry, channel, exports);
+        }
+        finally
+        {
+            // Spans still being sent (bounded): after the last result, before the exit that frees the runner's slot.
+            await exports.DrainAsync();
+        }
+    }
+
+    /// <summary>
+    /// One invocation, unless the runner offers reuse (Runner:MaxInvocationsPerProcess): then the next one follows on
+    /// stdin after each outcome, and the end of stdin ends the process.
+    /// </summary>
+    static async Task<int> ServeAsync(TaskRegistry registry, WorkerChannel channel, SpanExporter exports)
+    {
         while (true)
         {
             WorkerMessage? next;
@@ -67,13 +84,13 @@ public static class WorkerHost
                 channel.Send(Error(InvocationErrorTypes.ProtocolViolation, $"protocol version {start.Protocol} is not supported; this worker speaks {WorkerProtocol.Version}"));
                 return ExitProtocolError;
             }
-            await RunOneAsync(registry, channel, start);
+            await RunOneAsync(registry, channel, start, exports);
             if (!start.Reuse)
                 return 0;
         }
     }
 
-    static async Task RunOneAsync(TaskRegistry registry, WorkerChannel channel, StartInvocationMessage start)
+    static async Task RunOneAsync(TaskRegistry registry, WorkerChannel channel, StartInvocationMessage start, SpanExporter exports)
     {
         if (!registry.TryGet(start.TaskName, out var handler))
         {
@@ -86,6 +103,9 @@ public static class WorkerHost
         var outcome = await RunTaskAsync(handler, new TaskContext(start, channel));
         tracing?.End(start.TaskName, start.InvocationId, (outcome as ErrorMessage)?.Error.Type);
         channel.Send(outcome);
+        // Only now, with the outcome flushed to the runner: the export never delays a result.
+        if (tracing is not null)
+            exports.Export(tracing);
     }
 
     static FileStream OpenFd(int fd, FileAccess access) =>

@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using System.Globalization;
-using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
 
@@ -11,62 +10,71 @@ namespace RunnerService.Worker;
 /// the worker itself as OTLP/HTTP JSON when <c>OTEL_EXPORTER_OTLP_TRACES_ENDPOINT</c> or
 /// <c>OTEL_EXPORTER_OTLP_ENDPOINT</c> (an OTLP/HTTP endpoint, port 4318 on a collector) is set. Hand-written JSON keeps
 /// it free of the OpenTelemetry SDK, cheap to start and Native-AOT safe; without an endpoint it costs nothing.
+/// On the task's path <see cref="Start"/> and <see cref="End"/> only read the clock: the ids, the wall-clock times and
+/// the payload are made after the result is out, when <see cref="SpanExporter"/> sends the span.
 /// </summary>
 sealed class WorkerTracing
 {
-    readonly string _endpoint;
-    readonly string _traceId;
-    readonly string _parentSpanId;
-    readonly string _spanId;
-    readonly long _startNanos;
+    readonly string _traceParent;
     readonly long _startTicks;
+    long _endTicks;
+    string _taskName = "";
+    string? _errorType;
 
-    WorkerTracing(string endpoint, string traceId, string parentSpanId)
+    WorkerTracing(string endpoint, string traceParent, long startTicks)
     {
-        _endpoint = endpoint;
-        _traceId = traceId;
-        _parentSpanId = parentSpanId;
-        _spanId = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(8));
-        _startNanos = UnixNanos();
-        _startTicks = Stopwatch.GetTimestamp();
+        Endpoint = endpoint;
+        _traceParent = traceParent;
+        _startTicks = startTicks;
     }
 
     /// <summary>Starts the span, or returns null when tracing is off or the traceparent is not W3C.</summary>
-    public static WorkerTracing? Start(string? traceParent)
+    public static WorkerTracing? Start(string? traceParent) => Start(traceParent, ConfiguredEndpoint());
+
+    /// <summary>Starts a span for <paramref name="endpoint"/> (the traces URL); null when there is none or the traceparent is not W3C.</summary>
+    public static WorkerTracing? Start(string? traceParent, string? endpoint)
+    {
+        // 00-<32 hex trace id>-<16 hex parent span id>-<flags>
+        if (endpoint is null || traceParent is not { Length: 55 } || traceParent[2] != '-' || traceParent[35] != '-' || traceParent[52] != '-')
+            return null;
+        return new WorkerTracing(endpoint, traceParent, Stopwatch.GetTimestamp());
+    }
+
+    /// <summary>The OTLP/HTTP traces URL from the environment, or null when tracing is off.</summary>
+    static string? ConfiguredEndpoint()
     {
         var endpoint = Environment.GetEnvironmentVariable("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
-        if (string.IsNullOrWhiteSpace(endpoint))
-        {
-            var baseEndpoint = Environment.GetEnvironmentVariable("OTEL_EXPORTER_OTLP_ENDPOINT");
-            if (string.IsNullOrWhiteSpace(baseEndpoint))
-                return null;
-            endpoint = baseEndpoint.TrimEnd('/') + "/v1/traces";
-        }
-        // 00-<32 hex trace id>-<16 hex parent span id>-<flags>
-        if (traceParent is not { Length: 55 } || traceParent[2] != '-' || traceParent[35] != '-' || traceParent[52] != '-')
-            return null;
-        return new WorkerTracing(endpoint, traceParent[3..35], traceParent[36..52]);
+        if (!string.IsNullOrWhiteSpace(endpoint))
+            return endpoint;
+        var baseEndpoint = Environment.GetEnvironmentVariable("OTEL_EXPORTER_OTLP_ENDPOINT");
+        return string.IsNullOrWhiteSpace(baseEndpoint) ? null : baseEndpoint.TrimEnd('/') + "/v1/traces";
     }
 
-    /// <summary>Ends the span and sends it (best effort, bounded: tracing never fails or stalls a task).</summary>
+    /// <summary>The OTLP/HTTP traces URL the span goes to.</summary>
+    public string Endpoint { get; }
+
+    /// <summary>The invocation the span covers (known from <see cref="End"/> on).</summary>
+    public Guid InvocationId { get; private set; }
+
+    /// <summary>Ends the span: takes the time and the outcome, nothing more (it runs just before the result is written).</summary>
     public void End(string taskName, Guid invocationId, string? errorType)
     {
-        var endNanos = _startNanos + (long)(Stopwatch.GetElapsedTime(_startTicks).Ticks * 100);
-        try
-        {
-            using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(2) };
-            using var content = new ByteArrayContent(Payload(taskName, invocationId, errorType, endNanos));
-            content.Headers.ContentType = new System.Net.Http.Headers.MediaTypeHeaderValue("application/json");
-            using var response = http.PostAsync(_endpoint, content).GetAwaiter().GetResult();
-        }
-        catch (Exception ex) when (ex is HttpRequestException or TaskCanceledException or InvalidOperationException)
-        {
-            Console.Error.WriteLine($"trace export to {_endpoint} failed: {ex.Message}");
-        }
+        _endTicks = Stopwatch.GetTimestamp();
+        _taskName = taskName;
+        InvocationId = invocationId;
+        _errorType = errorType;
     }
 
-    byte[] Payload(string taskName, Guid invocationId, string? errorType, long endNanos)
+    /// <summary>The ended span as an OTLP/HTTP JSON export request.</summary>
+    public byte[] Payload()
     {
+        // Wall-clock times from the monotonic ticks taken on the task's path, anchored to the clock now.
+        var nowNanos = UnixNanos();
+        var nowTicks = Stopwatch.GetTimestamp();
+        var startNanos = nowNanos - Stopwatch.GetElapsedTime(_startTicks, nowTicks).Ticks * 100;
+        var endNanos = nowNanos - Stopwatch.GetElapsedTime(_endTicks, nowTicks).Ticks * 100;
+        // A span id needs to be unique, not secret.
+        var spanId = Random.Shared.NextInt64(1, long.MaxValue).ToString("x16", CultureInfo.InvariantCulture);
         using var buffer = new MemoryStream();
         using (var json = new Utf8JsonWriter(buffer))
         {
@@ -86,21 +94,21 @@ sealed class WorkerTracing
             json.WriteEndObject();
             json.WriteStartArray("spans");
             json.WriteStartObject();
-            json.WriteString("traceId", _traceId);
-            json.WriteString("spanId", _spanId);
-            json.WriteString("parentSpanId", _parentSpanId);
-            json.WriteString("name", $"task {taskName}");
+            json.WriteString("traceId", _traceParent.AsSpan(3, 32));
+            json.WriteString("spanId", spanId);
+            json.WriteString("parentSpanId", _traceParent.AsSpan(36, 16));
+            json.WriteString("name", $"task {_taskName}");
             json.WriteNumber("kind", 1); // SPAN_KIND_INTERNAL
-            json.WriteString("startTimeUnixNano", _startNanos.ToString(CultureInfo.InvariantCulture));
+            json.WriteString("startTimeUnixNano", startNanos.ToString(CultureInfo.InvariantCulture));
             json.WriteString("endTimeUnixNano", endNanos.ToString(CultureInfo.InvariantCulture));
             json.WriteStartArray("attributes");
-            Attribute(json, "runner.invocation.id", invocationId.ToString());
-            Attribute(json, "runner.task", taskName);
-            if (errorType is not null)
-                Attribute(json, "error.type", errorType);
+            Attribute(json, "runner.invocation.id", InvocationId.ToString());
+            Attribute(json, "runner.task", _taskName);
+            if (_errorType is not null)
+                Attribute(json, "error.type", _errorType);
             json.WriteEndArray();
             json.WriteStartObject("status");
-            json.WriteNumber("code", errorType is null ? 1 : 2); // OK / ERROR
+            json.WriteNumber("code", _errorType is null ? 1 : 2); // OK / ERROR
             json.WriteEndObject();
             json.WriteEndObject();
             json.WriteEndArray();

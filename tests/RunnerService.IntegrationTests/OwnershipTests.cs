@@ -29,15 +29,16 @@ public sealed class OwnershipTests(BrokerFixture broker, ITestOutputHelper outpu
         var settings = new Dictionary<string, string> { ["Runner__WorkerEnvironment__RUNNER_MARKER_FILE"] = markers };
         if (shutdownGrace is not null)
             settings["Runner__ShutdownGrace"] = shutdownGrace;
-        var a = await env.StartRunnerAsync(2, settings, "replica-a");
-
-        var longRun = NewId.NextGuid();
-        var marked = env.Bus.Client.RunAsync(new RunInvocation { InvocationId = longRun, TaskName = "marker", Arguments = Json.Parse("{\"ms\":40000}") });
-        await env.Bus.WaitForStartedAsync(longRun, Patience);
+        // One slot on A: the waiter pauses first (slot back), then the marker holds the slot and A's only prefetch, so
+        // a second attempt can only start on B.
+        var a = await env.StartRunnerAsync(1, settings, "replica-a");
         var dependency = NewId.NextGuid();
         var waiterId = NewId.NextGuid();
         var waiter = env.Bus.Client.RunAsync(new RunInvocation { InvocationId = waiterId, TaskName = "wait_for", Arguments = Json.Parse($"{{\"invocationId\":\"{dependency}\"}}") });
         await TestBus.PollAsync(() => env.Bus.Waiting.FirstOrDefault(w => w.InvocationId == waiterId), Patience, "the waiter's pause on replica A");
+        var longRun = NewId.NextGuid();
+        var marked = env.Bus.Client.RunAsync(new RunInvocation { InvocationId = longRun, TaskName = "marker", Arguments = Json.Parse("{\"ms\":40000}") });
+        await env.Bus.WaitForStartedAsync(longRun, Patience);
         await env.StartRunnerAsync(2, settings, "replica-b");
         await Task.Delay(3000);
 

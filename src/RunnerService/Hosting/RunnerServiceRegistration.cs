@@ -48,6 +48,7 @@ public static class RunnerServiceRegistration
             x.AddConsumer<RunInvocationConsumer, RunInvocationConsumerDefinition>();
             x.AddConsumer<ResumeInvocationConsumer, ResumeInvocationConsumerDefinition>();
             x.AddSagaStateMachine<InvocationStateMachine, InvocationState, InvocationStateMachineDefinition>().StoreRepository();
+            x.AddConsumer<InvocationStatusConsumer>();
             x.AddConsumer<RunnerHeartbeatConsumer>().Endpoint(e =>
             {
                 e.Name = $"runner-heartbeats-{instanceId}";

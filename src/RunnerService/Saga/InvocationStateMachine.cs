@@ -31,7 +31,6 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
     public Event<RegisterWaiter> WaiterRegistered { get; private set; } = null!;
     public Event<UpstreamChanged> UpstreamGrew { get; private set; } = null!;
     public Event<DependencyFinished> DependencyDone { get; private set; } = null!;
-    public Event<GetInvocationStatus> StatusRequested { get; private set; } = null!;
     public Event<ClaimInvocation> ClaimRequested { get; private set; } = null!;
     public Event<RecoverInvocation> RecoveryRequested { get; private set; } = null!;
     public Event<ResendResume> ResendRequested { get; private set; } = null!;
@@ -59,12 +58,6 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
             e.CorrelateById(c => c.Message.WaiterId);
             e.OnMissingInstance(m => m.Discard());
         });
-        Event(() => StatusRequested, e =>
-        {
-            e.CorrelateById(c => c.Message.InvocationId);
-            e.OnMissingInstance(m => m.ExecuteAsync(c => c.RespondAsync(new InvocationStatusReport { InvocationId = c.Message.InvocationId, Found = false })));
-        });
-
         Event(() => ClaimRequested, e => e.CorrelateById(c => c.Message.InvocationId));
         Event(() => RecoveryRequested, e =>
         {
@@ -160,8 +153,6 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
             When(WaiterRegistered).ThenAsync(AnswerFinalAsync),
             When(ClaimRequested).RespondAsync(c => Task.FromResult(Reply(c.Saga, false))));
 
-        DuringAny(
-            When(StatusRequested).RespondAsync(c => Task.FromResult(Report(c.Saga))));
     }
 
     /// <summary>An event of an attempt older than the saga's current one.</summary>
@@ -448,7 +439,8 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
         $"wait cycle: {waiter} waits for {dependency}, which already waits (directly or through others) for {waiter}; " +
         $"invocations in the cycle: {string.Join(", ", chain.Append(dependency).Distinct())}";
 
-    static InvocationStatusReport Report(InvocationState saga) => new()
+    /// <summary>What <c>status</c> shows of an instance (answered by <see cref="InvocationStatusConsumer"/>, outside the saga).</summary>
+    internal static InvocationStatusReport Report(InvocationState saga) => new()
     {
         InvocationId = saga.CorrelationId,
         Found = true,

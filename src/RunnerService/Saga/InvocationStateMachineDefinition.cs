@@ -32,12 +32,12 @@ public sealed class InvocationStateMachineDefinition : SagaDefinition<Invocation
         endpointConfigurator.UsePartitioner<InvocationWaitingFor>(partitioner, c => c.Message.InvocationId);
         endpointConfigurator.UsePartitioner<InvocationResumed>(partitioner, c => c.Message.InvocationId);
         endpointConfigurator.UsePartitioner<InvocationCompleted>(partitioner, c => c.Message.InvocationId);
-        endpointConfigurator.UsePartitioner<GetInvocationStatus>(partitioner, c => c.Message.InvocationId);
         endpointConfigurator.UsePartitioner<RegisterWaiter>(partitioner, c => c.Message.InvocationId);
         endpointConfigurator.UsePartitioner<UpstreamChanged>(partitioner, c => c.Message.InvocationId);
         endpointConfigurator.UsePartitioner<DependencyFinished>(partitioner, c => c.Message.WaiterId);
         endpointConfigurator.UsePartitioner<ClaimInvocation>(partitioner, c => c.Message.InvocationId);
         endpointConfigurator.UsePartitioner<RecoverInvocation>(partitioner, c => c.Message.InvocationId);
+        endpointConfigurator.UsePartitioner<ResendResume>(partitioner, c => c.Message.InvocationId);
         endpointConfigurator.UseMessageRetry(r =>
         {
             r.Handle<ConcurrencyException>();

@@ -11,6 +11,12 @@ public interface ISagaStore
 
     Task<ISagaStoreTransaction> BeginAsync(CancellationToken cancellationToken);
 
+    /// <summary>
+    /// Reads one instance without a transaction or a lock (a status query): it never waits for a writer and never
+    /// writes. Null when there is none.
+    /// </summary>
+    Task<StoredSaga?> ReadAsync(Guid id, CancellationToken cancellationToken);
+
     /// <summary>Checks the store answers (readiness).</summary>
     Task<bool> PingAsync(CancellationToken cancellationToken);
 }
@@ -27,8 +33,6 @@ public interface ISagaStoreTransaction : IAsyncDisposable
     Task UpdateAsync(StoredSaga saga, int expectedVersion, CancellationToken cancellationToken);
 
     Task DeleteAsync(Guid id, CancellationToken cancellationToken);
-
-    Task<IReadOnlyList<StoredSaga>> LoadAllAsync(CancellationToken cancellationToken);
 
     /// <summary>Instances in one of <paramref name="states"/> that have an owner (the recovery check; uses the (state, owner) index).</summary>
     Task<IReadOnlyList<StoredSaga>> LoadOwnedAsync(IReadOnlyCollection<string> states, CancellationToken cancellationToken);

@@ -28,17 +28,10 @@ public sealed class InvocationSagaRepositoryContextFactory(ISagaStore store, ISa
         await transaction.CommitAsync(context.CancellationToken).ConfigureAwait(false);
     }
 
-    public async Task SendQuery<T>(ConsumeContext<T> context, ISagaQuery<InvocationState> query, IPipe<SagaRepositoryQueryContext<InvocationState, T>> next)
-        where T : class
-    {
-        await using var transaction = await store.BeginAsync(context.CancellationToken).ConfigureAwait(false);
-        var filter = query.FilterExpression.Compile();
-        var ids = (await transaction.LoadAllAsync(context.CancellationToken).ConfigureAwait(false))
-            .Select(Deserialize).Where(filter).ToArray();
-        var repositoryContext = new RepositoryContext<T>(transaction, context, factory);
-        await next.Send(new LoadedSagaRepositoryQueryContext<InvocationState, T>(repositoryContext, ids)).ConfigureAwait(false);
-        await transaction.CommitAsync(context.CancellationToken).ConfigureAwait(false);
-    }
+    /// <summary>Every event of the invocation saga correlates by id; a query would load the whole table, so there is none.</summary>
+    public Task SendQuery<T>(ConsumeContext<T> context, ISagaQuery<InvocationState> query, IPipe<SagaRepositoryQueryContext<InvocationState, T>> next)
+        where T : class =>
+        throw new NotSupportedException("The invocation saga store does not query by expression: correlate events by invocation id.");
 
     public Task<T> Execute<T>(Func<LoadSagaRepositoryContext<InvocationState>, Task<T>> asyncMethod, CancellationToken cancellationToken = default) where T : class =>
         ExecuteAsync(asyncMethod, cancellationToken);
@@ -122,12 +115,7 @@ public sealed class InvocationSagaRepositoryContextFactory(ISagaStore store, ISa
             return stored is null ? null! : Deserialize(stored);
         }
 
-        public async Task<SagaRepositoryQueryContext<InvocationState>> Query(ISagaQuery<InvocationState> query, CancellationToken cancellationToken = default)
-        {
-            var filter = query.FilterExpression.Compile();
-            var ids = (await transaction.LoadAllAsync(cancellationToken).ConfigureAwait(false))
-                .Select(Deserialize).Where(filter).ToArray();
-            return new LoadedSagaRepositoryQueryContext<InvocationState>(this, ids);
-        }
+        public Task<SagaRepositoryQueryContext<InvocationState>> Query(ISagaQuery<InvocationState> query, CancellationToken cancellationToken = default) =>
+            throw new NotSupportedException("The invocation saga store does not query by expression: load by invocation id.");
     }
 }

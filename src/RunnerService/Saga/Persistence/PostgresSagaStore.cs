@@ -32,7 +32,6 @@ public sealed partial class PostgresSagaStore : ISagaStore, IAsyncDisposable, ID
     readonly NpgsqlDataSource _dataSource;
     readonly string? _schema;
     readonly string _sagas;
-    readonly string _heartbeats;
     readonly string _stateOwnerIndex;
 
     /// <param name="connectionString">An Npgsql connection string (<c>Host=…;Port=…;Database=…;Username=…;Password=…</c>).</param>
@@ -48,7 +47,6 @@ public sealed partial class PostgresSagaStore : ISagaStore, IAsyncDisposable, ID
         _schema = schema;
         var prefix = schema is null ? "" : $"\"{schema}\".";
         _sagas = prefix + "invocation_sagas";
-        _heartbeats = prefix + "runner_heartbeats";
         _stateOwnerIndex = "ix_invocation_sagas_state_owner";
     }
 
@@ -97,10 +95,6 @@ public sealed partial class PostgresSagaStore : ISagaStore, IAsyncDisposable, ID
                 data json NOT NULL
             );
             CREATE INDEX IF NOT EXISTS {_stateOwnerIndex} ON {_sagas} (state, owner);
-            CREATE TABLE IF NOT EXISTS {_heartbeats} (
-                instance text NOT NULL PRIMARY KEY,
-                last_seen timestamptz NOT NULL
-            );
             """, connection, transaction))
         {
             await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
@@ -121,6 +115,15 @@ public sealed partial class PostgresSagaStore : ISagaStore, IAsyncDisposable, ID
             await connection.DisposeAsync().ConfigureAwait(false);
             throw;
         }
+    }
+
+    public async Task<StoredSaga?> ReadAsync(Guid id, CancellationToken cancellationToken)
+    {
+        // No FOR UPDATE, no transaction: a status query sees the last committed version and never waits for a writer.
+        await using var command = _dataSource.CreateCommand($"SELECT id, state, owner, version, data::text FROM {_sagas} WHERE id = @id;");
+        command.Parameters.AddWithValue("id", NpgsqlDbType.Uuid, id);
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+        return await reader.ReadAsync(cancellationToken).ConfigureAwait(false) ? Transaction.Read(reader) : null;
     }
 
     public async Task<bool> PingAsync(CancellationToken cancellationToken)
@@ -178,17 +181,6 @@ public sealed partial class PostgresSagaStore : ISagaStore, IAsyncDisposable, ID
             {
                 throw Conflict($"Loading the saga instance failed with {e.SqlState}: {e.MessageText}", id, e);
             }
-        }
-
-        public async Task<IReadOnlyList<StoredSaga>> LoadAllAsync(CancellationToken cancellationToken)
-        {
-            // No row locks: a query may touch many instances; the version check on update guards each one.
-            await using var command = Command($"SELECT id, state, owner, version, data::text FROM {table};");
-            await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
-            var all = new List<StoredSaga>();
-            while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
-                all.Add(Read(reader));
-            return all;
         }
 
         public async Task<IReadOnlyList<StoredSaga>> LoadOwnedAsync(IReadOnlyCollection<string> states, CancellationToken cancellationToken)
@@ -305,7 +297,7 @@ public sealed partial class PostgresSagaStore : ISagaStore, IAsyncDisposable, ID
             command.Parameters.AddWithValue("data", NpgsqlDbType.Json, saga.Data);
         }
 
-        static StoredSaga Read(NpgsqlDataReader reader) => new(
+        internal static StoredSaga Read(NpgsqlDataReader reader) => new(
             reader.GetGuid(0),
             reader.GetString(1),
             reader.IsDBNull(2) ? null : reader.GetString(2),

@@ -71,6 +71,17 @@ public sealed class SqliteSagaStore : ISagaStore, IDisposable
         }
     }
 
+    public async Task<StoredSaga?> ReadAsync(Guid id, CancellationToken cancellationToken)
+    {
+        // No BEGIN IMMEDIATE and no gate: a reader in WAL mode sees the last committed version without the write lock.
+        await using var connection = await OpenAsync(cancellationToken).ConfigureAwait(false);
+        await using var command = connection.CreateCommand();
+        command.CommandText = "SELECT id, state, owner, version, data FROM invocation_sagas WHERE id = $id;";
+        command.Parameters.AddWithValue("$id", id.ToString());
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+        return await reader.ReadAsync(cancellationToken).ConfigureAwait(false) ? Transaction.Read(reader) : null;
+    }
+
     public async Task<bool> PingAsync(CancellationToken cancellationToken)
     {
         try
@@ -113,17 +124,6 @@ public sealed class SqliteSagaStore : ISagaStore, IDisposable
             command.Parameters.AddWithValue("$id", id.ToString());
             await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
             return await reader.ReadAsync(cancellationToken).ConfigureAwait(false) ? Read(reader) : null;
-        }
-
-        public async Task<IReadOnlyList<StoredSaga>> LoadAllAsync(CancellationToken cancellationToken)
-        {
-            await using var command = connection.CreateCommand();
-            command.CommandText = "SELECT id, state, owner, version, data FROM invocation_sagas;";
-            await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
-            var all = new List<StoredSaga>();
-            while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
-                all.Add(Read(reader));
-            return all;
         }
 
         public async Task<IReadOnlyList<StoredSaga>> LoadOwnedAsync(IReadOnlyCollection<string> states, CancellationToken cancellationToken)
@@ -208,7 +208,7 @@ public sealed class SqliteSagaStore : ISagaStore, IDisposable
             command.Parameters.AddWithValue("$data", saga.Data);
         }
 
-        static StoredSaga Read(SqliteDataReader reader) => new(
+        internal static StoredSaga Read(SqliteDataReader reader) => new(
             Guid.Parse(reader.GetString(0)),
             reader.GetString(1),
             reader.IsDBNull(2) ? null : reader.GetString(2),

@@ -53,7 +53,7 @@ public sealed class OwnershipTests(BrokerFixture broker, ITestOutputHelper outpu
         Assert.Single(env.Bus.Completed, c => c.InvocationId == longRun);
         Assert.Single(env.Bus.Completed, c => c.InvocationId == waiterId);
         var attempts = MarkerAttempts(markers, longRun);
-        output.WriteLine(string.Join("\n", attempts.Select(x => $"attempt {x.Attempt}: {x.Start} .. {x.Last} ended={x.Ended}")));
+        output.WriteLine(string.Join("\n", attempts.Select(x => $"attempt {x.Attempt} pid {x.Pid}: {x.Start} .. {x.Last} ended={x.Ended}")));
         Assert.Single(attempts, x => x.Ended);
         AssertNoOverlap(attempts);
     }
@@ -100,8 +100,8 @@ public sealed class OwnershipTests(BrokerFixture broker, ITestOutputHelper outpu
         Assert.Single(env.Bus.Completed, c => c.InvocationId == longRun);
         Assert.Single(env.Bus.Completed, c => c.InvocationId == waiterId);
         var attempts = MarkerAttempts(markers, longRun);
-        output.WriteLine(string.Join("\n", attempts.Select(x => $"attempt {x.Attempt}: {x.Start} .. {x.Last} ended={x.Ended}")));
-        Assert.True(attempts.Count >= 2, "the marker ran again after the partition");
+        output.WriteLine(string.Join("\n", attempts.Select(x => $"attempt {x.Attempt} pid {x.Pid}: {x.Start} .. {x.Last} ended={x.Ended}")));
+        Assert.True(attempts.Count >= 2, "the marker ran again after the partition (a run killed by the fence, then another)");
         Assert.Single(attempts, x => x.Ended);
         AssertNoOverlap(attempts);
         Assert.Contains("No broker contact", a.Output);
@@ -260,16 +260,18 @@ public sealed class OwnershipTests(BrokerFixture broker, ITestOutputHelper outpu
         AssertNoOverlap(MarkerAttempts(markers, longChild.InvocationId));
     }
 
-    sealed record AttemptRun(int Attempt, long Start, long Last, bool Ended);
+    /// <summary>One run of an invocation: one worker process (a redelivery taken over keeps its attempt number).</summary>
+    sealed record AttemptRun(int Attempt, int Pid, long Start, long Last, bool Ended);
 
     static List<AttemptRun> MarkerAttempts(string file, Guid id)
     {
         var lines = File.ReadAllLines(file).Select(l => l.Split(' ')).Where(f => f.Length == 5 && f[1] == id.ToString()).ToList();
-        return [.. lines.GroupBy(f => int.Parse(f[2], CultureInfo.InvariantCulture)).Select(g => new AttemptRun(
+        return [.. lines.GroupBy(f => int.Parse(f[4], CultureInfo.InvariantCulture)).Select(g => new AttemptRun(
+            int.Parse(g.First()[2], CultureInfo.InvariantCulture),
             g.Key,
             g.Where(f => f[0] == "start").Min(f => long.Parse(f[3], CultureInfo.InvariantCulture)),
             g.Max(f => long.Parse(f[3], CultureInfo.InvariantCulture)),
-            g.Any(f => f[0] == "end"))).OrderBy(x => x.Attempt)];
+            g.Any(f => f[0] == "end"))).OrderBy(x => x.Start)];
     }
 
     static void AssertNoOverlap(List<AttemptRun> attempts)
@@ -280,7 +282,7 @@ public sealed class OwnershipTests(BrokerFixture broker, ITestOutputHelper outpu
             {
                 var (x, y) = (attempts[i], attempts[j]);
                 Assert.False(x.Start <= y.Last && y.Start <= x.Last,
-                    $"attempt {x.Attempt} ({x.Start}..{x.Last}) overlaps attempt {y.Attempt} ({y.Start}..{y.Last})");
+                    $"attempt {x.Attempt} pid {x.Pid} ({x.Start}..{x.Last}) overlaps attempt {y.Attempt} pid {y.Pid} ({y.Start}..{y.Last})");
             }
         }
     }

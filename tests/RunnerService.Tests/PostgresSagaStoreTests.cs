@@ -58,7 +58,7 @@ public sealed class PostgresSagaStoreTests(PostgresFixture postgres) : IAsyncLif
 
         await using var connection = new NpgsqlConnection(ConnectionString);
         await connection.OpenAsync();
-        Assert.Equal(["invocation_sagas", "runner_heartbeats"], await ListAsync(connection,
+        Assert.Equal(["invocation_sagas"], await ListAsync(connection,
             "SELECT table_name FROM information_schema.tables WHERE table_schema = @schema ORDER BY table_name;"));
         var indexes = await ListAsync(connection, "SELECT indexdef FROM pg_indexes WHERE schemaname = @schema AND tablename = 'invocation_sagas';");
         Assert.Contains(indexes, d => d.Contains("(state, owner)", StringComparison.Ordinal));

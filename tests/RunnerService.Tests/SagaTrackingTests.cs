@@ -65,6 +65,60 @@ public class SagaTrackingTests
     }
 
     [Fact]
+    public async Task After_a_reroute_the_old_attempts_completion_and_wait_are_stale_and_its_replica_is_told_to_abandon()
+    {
+        await using var provider = await StartHarnessAsync();
+        var harness = provider.GetTestHarness();
+        var saga = harness.GetSagaStateMachineHarness<InvocationStateMachine, InvocationState>();
+        var id = NewId.NextGuid();
+
+        await harness.Bus.Publish(Track(id, "replica-a", attempt: 1, pid: 10));
+        Assert.NotNull(await saga.Exists(id, m => m.Running));
+        await harness.Bus.Publish(new RecoverInvocation { InvocationId = id, Owner = "replica-a", Attempt = 1, RecoveredBy = "replica-b" });
+        Assert.NotNull(await saga.Exists(id, m => m.Submitted));
+
+        // Replica A was only cut off: its attempt 1 waits, then completes. Neither counts; A is told to abandon.
+        await harness.Bus.Publish(new InvocationWaitingFor
+        {
+            InvocationId = id, WaitingFor = [NewId.NextGuid()], RunnerInstance = "replica-a",
+            RunnerAddress = new Uri("queue:runner-instance-replica-a"), ProcessId = 10, Attempt = 1, WaitSequence = 1,
+        });
+        Assert.True(await harness.Sent.Any<AbandonAttempt>(m => m.Context.Message.InvocationId == id && m.Context.Message.Attempt == 1));
+        await harness.Bus.Publish(new InvocationCompleted { InvocationId = id, TaskName = "sleep", Status = InvocationStatus.Succeeded, Attempt = 1, RunnerInstance = "replica-a" });
+        Assert.True(await harness.Consumed.Any<InvocationCompleted>(m => m.Context.Message.InvocationId == id));
+        var instance = saga.Sagas.Contains(id)!;
+        Assert.Equal(nameof(InvocationStateMachine.Submitted), instance.CurrentState);
+        Assert.Equal(2, instance.Attempt);
+        Assert.Equal(2, instance.Recoveries.Count(r => r.Contains("stale", StringComparison.Ordinal)));
+
+        // The current attempt completes the invocation.
+        await harness.Bus.Publish(new InvocationCompleted { InvocationId = id, TaskName = "sleep", Status = InvocationStatus.Failed, Attempt = 2, RunnerInstance = "replica-b" });
+        Assert.NotNull(await saga.Exists(id, m => m.Failed));
+    }
+
+    [Fact]
+    public async Task A_child_asked_for_again_is_left_to_its_own_message_while_awaited_and_refused_once_finished()
+    {
+        await using var provider = await StartHarnessAsync();
+        var harness = provider.GetTestHarness();
+        var saga = harness.GetSagaStateMachineHarness<InvocationStateMachine, InvocationState>();
+        var claims = harness.GetRequestClient<ClaimInvocation>();
+        var child = NewId.NextGuid();
+
+        await harness.Bus.Publish(new RegisterWaiter { InvocationId = child, WaiterId = NewId.NextGuid(), Chain = [] });
+        Assert.NotNull(await saga.Exists(child, m => m.Expected));
+        var again = await claims.GetResponse<ClaimInvocationReply>(new ClaimInvocation { InvocationId = child, Attempt = 1, Instance = "replica-b", AskedAgain = true });
+        Assert.False(again.Message.Granted);
+        var own = await claims.GetResponse<ClaimInvocationReply>(new ClaimInvocation { InvocationId = child, Attempt = 1, Instance = "replica-b" });
+        Assert.True(own.Message.Granted);
+
+        await harness.Bus.Publish(new InvocationCompleted { InvocationId = child, TaskName = "echo", Status = InvocationStatus.Succeeded, Attempt = 1, RunnerInstance = "replica-b" });
+        Assert.NotNull(await saga.Exists(child, m => m.Succeeded));
+        var late = await claims.GetResponse<ClaimInvocationReply>(new ClaimInvocation { InvocationId = child, Attempt = 1, Instance = "replica-c", AskedAgain = true });
+        Assert.False(late.Message.Granted);
+    }
+
+    [Fact]
     public async Task A_redelivered_wait_or_completion_sends_its_notices_again()
     {
         await using var provider = await StartHarnessAsync();

@@ -37,6 +37,7 @@ public static class RunnerServiceRegistration
 
         services.TryAddSingleton(TimeProvider.System);
         services.AddSingleton<RunnerRegistry>();
+        services.AddSingleton<BrokerContact>();
         var instanceId = builder.Configuration.GetSection(RunnerOptions.SectionName).Get<RunnerOptions>()?.EffectiveInstanceId ?? new RunnerOptions().EffectiveInstanceId;
 
         var brokerUri = BrokerConnection.Resolve(builder.Configuration);

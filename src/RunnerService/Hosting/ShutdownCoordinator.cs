@@ -20,6 +20,7 @@ sealed class ShutdownCoordinator(
     InvocationExecutor executor,
     IBus bus,
     IOptions<RunnerOptions> options,
+    TimeProvider time,
     ILogger<ShutdownCoordinator> logger) : IHostedLifecycleService
 {
     volatile bool _stopping;
@@ -40,14 +41,15 @@ sealed class ShutdownCoordinator(
     {
         _stopping = true;
         var grace = options.Value.ShutdownGrace;
-        var deadline = DateTime.UtcNow + grace;
-        while (supervisor.Sessions.Any(s => s.State == WorkerState.Running) && DateTime.UtcNow < deadline && !cancellationToken.IsCancellationRequested)
-            await Task.Delay(50, CancellationToken.None).ConfigureAwait(false);
+        var deadline = time.GetUtcNow() + grace;
+        while (supervisor.Sessions.Any(s => s.State == WorkerState.Running) && time.GetUtcNow() < deadline && !cancellationToken.IsCancellationRequested)
+            await Task.Delay(TimeSpan.FromMilliseconds(50), time, CancellationToken.None).ConfigureAwait(false);
 
         var left = supervisor.Sessions.ToArray();
         if (left.Length == 0)
         {
             ShutdownLog.NothingLeft(logger);
+            await executor.DrainBackgroundAsync(BackgroundBudget).ConfigureAwait(false);
             return;
         }
         ShutdownLog.Summary(logger, left.Length, Describe(left));
@@ -79,9 +81,15 @@ sealed class ShutdownCoordinator(
                     supervisor.Remove(session); // no driver is waiting on a paused session
             }
         }
+        // The drivers of the runs taken away (and work that went on without its delivery) end now; their last
+        // publishes go out while the bus is still up.
+        await executor.DrainBackgroundAsync(BackgroundBudget).ConfigureAwait(false);
     }
 
     static readonly TimeSpan RerouteBudget = TimeSpan.FromSeconds(15);
+
+    /// <summary>How long the drivers of the runs taken away get to finish (their last publishes) before the bus stops.</summary>
+    static readonly TimeSpan BackgroundBudget = TimeSpan.FromSeconds(10);
 
     static string Describe(IEnumerable<WorkerSession> sessions)
     {

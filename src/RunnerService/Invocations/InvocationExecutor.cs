@@ -15,9 +15,49 @@ namespace RunnerService.Invocations;
 /// Drives worker sessions: starts them, relays what the worker asks for, and publishes the invocation's events.
 /// Used by the consumer of new invocations and by the resume consumer.
 /// </summary>
-sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, IOptions<RunnerOptions> options, ILogger<InvocationExecutor> logger)
+sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, IOptions<RunnerOptions> options, TimeProvider time, ILogger<InvocationExecutor> logger)
 {
     readonly RunnerOptions _options = options.Value;
+
+    readonly System.Collections.Concurrent.ConcurrentDictionary<Task, byte> _background = new();
+
+    /// <summary>
+    /// Keeps track of work that goes on with nobody awaiting it: the long-run tracking timers, and runs whose delivery
+    /// was handed off or lost. Each is observed (a fault is logged, never lost) and awaited at stop.
+    /// </summary>
+    public void Observe(Task work)
+    {
+        if (work.IsCompleted)
+        {
+            _ = work.Exception; // observed
+            return;
+        }
+        _background.TryAdd(work, 0);
+        _ = work.ContinueWith(done =>
+        {
+            _background.TryRemove(done, out _);
+            if (done.Exception is { } fault)
+                InvocationLog.BackgroundFailed(logger, fault.GetBaseException());
+        }, TaskScheduler.Default);
+    }
+
+    /// <summary>Waits (up to <paramref name="limit"/>) for the work <see cref="Observe"/> knows of; true when all of it ended.</summary>
+    public async Task<bool> DrainBackgroundAsync(TimeSpan limit)
+    {
+        try
+        {
+            await Task.WhenAll(_background.Keys).WaitAsync(limit, time).ConfigureAwait(false);
+            return true;
+        }
+        catch (TimeoutException)
+        {
+            return false;
+        }
+        catch (Exception)
+        {
+            return true; // faults were logged by Observe
+        }
+    }
 
     /// <summary>This replica's own queue, where the saga sends resumes of the workers it holds.</summary>
     public Uri InstanceAddress { get; } = new($"queue:{options.Value.InstanceQueue}");
@@ -151,7 +191,7 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, IOptions<
     /// </summary>
     async Task<WorkerSession> StartWorkerAsync(RunInvocation invocation, int attempt)
     {
-        var giveUpAt = DateTime.UtcNow + SpawnPatience;
+        var giveUpAt = time.GetUtcNow() + SpawnPatience;
         var pause = TimeSpan.FromMilliseconds(100);
         while (true)
         {
@@ -159,11 +199,11 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, IOptions<
             {
                 return await supervisor.StartAsync(invocation, attempt).ConfigureAwait(false);
             }
-            catch (System.ComponentModel.Win32Exception ex) when (IsResourceShortage(ex) && DateTime.UtcNow < giveUpAt)
+            catch (System.ComponentModel.Win32Exception ex) when (IsResourceShortage(ex) && time.GetUtcNow() < giveUpAt)
             {
                 InvocationLog.SpawnDeferred(logger, invocation.InvocationId, ex.Message);
             }
-            await Task.Delay(pause).ConfigureAwait(false);
+            await Task.Delay(pause, time).ConfigureAwait(false);
             pause = pause * 2 < MaxSpawnPause ? pause * 2 : MaxSpawnPause;
         }
     }
@@ -192,7 +232,7 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, IOptions<
             // lost channel) while the invocation runs on. Only the shutdown coordinator takes a worker away.
             var running = session.RunAsync(new Relay(this, publisher));
             if (startedEvent is not null)
-                _ = TrackWhenLongAsync(session, running);
+                Observe(TrackWhenLongAsync(session, running));
             outcome = await running.ConfigureAwait(false);
         }
         catch (Exception ex)
@@ -207,9 +247,10 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, IOptions<
         switch (outcome)
         {
             case SessionOutcome.Aborted:
-                // Shutdown took the worker away; the coordinator reroutes it. Ack only after that reroute is published.
+                // Shutdown, fencing or the saga took the worker away; whoever did reroutes it (or leaves it to a newer
+                // attempt). Ack only after that. Not finished here: a redelivery of this attempt may still have to run.
                 await session.Rerouted.Task.ConfigureAwait(false);
-                supervisor.Remove(session);
+                supervisor.Remove(session, finished: false);
                 lease.Dispose();
                 break;
             case SessionOutcome.Final final when ShouldRetry(session, final) is { } delay:
@@ -219,7 +260,7 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, IOptions<
                 InvocationLog.Retrying(logger, session.InvocationId, session.Attempt, final.Error?.ToString() ?? "", (long)delay.TotalMilliseconds);
                 await (startedEvent ?? Task.CompletedTask).ConfigureAwait(false);
                 // The delivery stays unacked during the back-off, so a crash now still redelivers the invocation.
-                await Task.Delay(delay).ConfigureAwait(false);
+                await Task.Delay(delay, time).ConfigureAwait(false);
                 await PublishReliablyAsync(publisher, session.InvocationId,
                     session.Invocation with { Attempt = session.Attempt + 1, SubmittedAt = DateTimeOffset.UtcNow }).ConfigureAwait(false);
                 break;
@@ -367,7 +408,7 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, IOptions<
     /// </summary>
     async Task PublishReliablyAsync<T>(IPublishEndpoint publisher, Guid invocationId, T message) where T : class
     {
-        var giveUpAt = DateTime.UtcNow + _options.PublishPatience;
+        var giveUpAt = time.GetUtcNow() + _options.PublishPatience;
         var pause = TimeSpan.FromMilliseconds(250);
         while (true)
         {
@@ -377,7 +418,7 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, IOptions<
                 await publisher.Publish(message, attempt.Token).ConfigureAwait(false);
                 return;
             }
-            catch (Exception ex) when (DateTime.UtcNow < giveUpAt)
+            catch (Exception ex) when (time.GetUtcNow() < giveUpAt)
             {
                 InvocationLog.CompletionPublishFailed(logger, invocationId, typeof(T).Name, ex.Message);
             }
@@ -388,7 +429,7 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, IOptions<
             }
             // Later attempts go through the bus: a consume context whose delivery was lost cancels its own publishes.
             publisher = bus;
-            await Task.Delay(pause).ConfigureAwait(false);
+            await Task.Delay(pause, time).ConfigureAwait(false);
             pause = pause * 2 < MaxPublishPause ? pause * 2 : MaxPublishPause;
         }
     }

@@ -81,6 +81,14 @@ static partial class InvocationLog
         Message = "Invocation {InvocationId}: the run failed in the runner")]
     public static partial void RunFailed(ILogger logger, Guid invocationId, Exception exception);
 
+    [LoggerMessage(EventId = 33, EventName = "IntakeStopped", Level = LogLevel.Warning,
+        Message = "Invocation {InvocationId} waits: no broker contact for {Silence}, this replica takes no new work until it is back")]
+    public static partial void IntakeStopped(ILogger logger, Guid invocationId, TimeSpan silence);
+
+    [LoggerMessage(EventId = 32, EventName = "BackgroundFailed", Level = LogLevel.Error,
+        Message = "Work that went on without its delivery failed")]
+    public static partial void BackgroundFailed(ILogger logger, Exception exception);
+
     [LoggerMessage(EventId = 30, EventName = "AttemptAbandoned", Level = LogLevel.Warning,
         Message = "Invocation {InvocationId} attempt {Attempt}: worker killed, the saga says {Reason}")]
     public static partial void Abandoned(ILogger logger, Guid invocationId, int attempt, string reason);

@@ -17,6 +17,7 @@ sealed class OwnershipClaims(
     IRequestClient<ClaimInvocation> client,
     RunnerRegistry registry,
     IOptions<RunnerOptions> options,
+    TimeProvider time,
     ILogger<OwnershipClaims> logger)
 {
     static readonly TimeSpan MaxClaimPause = TimeSpan.FromSeconds(30);
@@ -29,7 +30,7 @@ sealed class OwnershipClaims(
     {
         var me = options.Value.EffectiveInstanceId;
         var attempt = Math.Max(1, invocation.Attempt);
-        var deadline = DateTime.UtcNow + options.Value.StaleAfter + options.Value.HeartbeatInterval * 2;
+        var deadline = time.GetUtcNow() + options.Value.StaleAfter + options.Value.HeartbeatInterval * 2;
         string? takeOverFrom = null;
         var pause = TimeSpan.FromSeconds(1);
         while (true)
@@ -53,16 +54,16 @@ sealed class OwnershipClaims(
                 // A saga backlog or a database outage: the claim is asked again, for as long as the delivery lives. A
                 // claim never moves a valid invocation to the error queue.
                 InvocationLog.ClaimUnanswered(logger, invocation.InvocationId, attempt, ex.Message, (long)pause.TotalMilliseconds);
-                await Task.Delay(pause, context.CancellationToken).ConfigureAwait(false);
+                await Task.Delay(pause, time, context.CancellationToken).ConfigureAwait(false);
                 pause = pause * 2 < MaxClaimPause ? pause * 2 : MaxClaimPause;
-                deadline = DateTime.UtcNow + options.Value.StaleAfter + options.Value.HeartbeatInterval * 2;
+                deadline = time.GetUtcNow() + options.Value.StaleAfter + options.Value.HeartbeatInterval * 2;
                 continue;
             }
             if (reply.Granted)
                 return true;
 
             var ownerAlive = reply.Owner is { } owner && owner != me && !registry.IsStale(owner);
-            if (InvocationTransitions.FinalStatuses.Contains(reply.Status) || reply.Attempt > attempt || reply.Owner is null || DateTime.UtcNow > deadline)
+            if (InvocationTransitions.FinalStatuses.Contains(reply.Status) || reply.Attempt > attempt || reply.Owner is null || time.GetUtcNow() > deadline)
             {
                 ClaimLog.Refused(logger, invocation.InvocationId, attempt, reply.Status, reply.Owner ?? "-", reply.Attempt);
                 return false; // finished, superseded, or owned by someone alive: this delivery is not needed
@@ -72,7 +73,7 @@ sealed class OwnershipClaims(
                 takeOverFrom = reply.Owner;
                 continue;
             }
-            await Task.Delay(TimeSpan.FromSeconds(1), context.CancellationToken).ConfigureAwait(false);
+            await Task.Delay(TimeSpan.FromSeconds(1), time, context.CancellationToken).ConfigureAwait(false);
         }
     }
 }

@@ -51,7 +51,8 @@ sealed class ResumeInvocationConsumer(
         }
         var running = RunAsync(context, session, message, lease);
         // As for a new invocation: the resumed run holds this delivery, within the hold limit and the channel's life.
-        await DeliveryHold.HoldAsync(running, options.Value.DeliveryHoldLimit, context.CancellationToken, logger, session.InvocationId).ConfigureAwait(false);
+        if (!await DeliveryHold.HoldAsync(running, options.Value.DeliveryHoldLimit, context.CancellationToken, logger, session.InvocationId).ConfigureAwait(false))
+            executor.Observe(running);
     }
 
     async Task RunAsync(ConsumeContext context, WorkerSession session, ResumeInvocation message, SlotLease lease)

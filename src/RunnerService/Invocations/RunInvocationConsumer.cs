@@ -19,6 +19,7 @@ sealed class RunInvocationConsumer(
     WorkerSupervisor supervisor,
     ShutdownCoordinator shutdown,
     OwnershipClaims claims,
+    Recovery.BrokerContact contact,
     IOptions<RunnerOptions> options,
     ILogger<RunInvocationConsumer> logger) : IConsumer<RunInvocation>
 {
@@ -41,6 +42,13 @@ sealed class RunInvocationConsumer(
             // Stop taking work: hold the delivery until the bus stops, which returns it to the queue unacknowledged.
             InvocationLog.ParkedDuringShutdown(logger, invocation.InvocationId);
             await Task.Delay(Timeout.Infinite, context.CancellationToken).ConfigureAwait(false);
+        }
+        // Cut off from the broker for half the stale limit (publishes unconfirmed): peers may soon presume this replica
+        // gone. Take no new work until contact is back; the delivery waits (or goes back to the queue with its channel).
+        while (contact.IntakeStopped && !shutdown.IsStopping)
+        {
+            InvocationLog.IntakeStopped(logger, invocation.InvocationId, contact.Silence);
+            await Task.Delay(TimeSpan.FromSeconds(1), context.CancellationToken).ConfigureAwait(false);
         }
         if (!supervisor.TryClaim(invocation.InvocationId))
         {
@@ -76,6 +84,7 @@ sealed class RunInvocationConsumer(
             // check) is the invocation's durable owner, exactly as for a paused one. A lost channel ends the hold too.
             if (await DeliveryHold.HoldAsync(running, options.Value.DeliveryHoldLimit, context.CancellationToken, logger, invocation.InvocationId).ConfigureAwait(false))
                 return;
+            executor.Observe(running);
             await executor.TrackReleasedRunAsync(invocation.InvocationId, context.CancellationToken).ConfigureAwait(false);
             claimed = false; // the background run releases the claim when it ends
         }

@@ -19,24 +19,40 @@ static partial class Signals
     /// <summary>Sends <paramref name="signal"/> to every process of group <paramref name="pgid"/>; false when the group is empty.</summary>
     public static bool SendToGroup(int pgid, int signal) => pgid > 0 && SysKill(-pgid, signal) == 0;
 
-    /// <summary>Polls /proc until the process shows as stopped (T), gone, or <paramref name="patience"/> passed.</summary>
-    public static void WaitUntilStopped(int pid, TimeSpan patience)
+    /// <summary>
+    /// Polls /proc until every thread of the process shows as stopped (T): the process state is its main thread's,
+    /// and another thread (a reader of stdin) may still be on its way to the stop. False when that did not happen
+    /// within <paramref name="patience"/>, or the process is gone.
+    /// </summary>
+    public static bool WaitUntilStopped(int pid, TimeSpan patience)
     {
         var deadline = Environment.TickCount64 + (long)patience.TotalMilliseconds;
         while (true)
         {
-            string stat;
             try
             {
-                stat = File.ReadAllText($"/proc/{pid}/stat");
+                var stopped = true;
+                foreach (var task in Directory.EnumerateDirectories($"/proc/{pid}/task"))
+                {
+                    var stat = File.ReadAllText(Path.Combine(task, "stat"));
+                    var state = stat[(stat.LastIndexOf(')') + 2)..][0];
+                    if (state is 'Z' or 'X')
+                        return false;
+                    if (state is not ('T' or 't'))
+                    {
+                        stopped = false;
+                        break;
+                    }
+                }
+                if (stopped)
+                    return true;
             }
             catch (IOException)
             {
-                return;
+                return false;
             }
-            var state = stat[(stat.LastIndexOf(')') + 2)..][0];
-            if (state is 'T' or 't' or 'Z' or 'X' || Environment.TickCount64 > deadline)
-                return;
+            if (Environment.TickCount64 > deadline)
+                return false;
             Thread.Yield();
         }
     }

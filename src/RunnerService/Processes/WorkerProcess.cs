@@ -94,6 +94,7 @@ sealed class WorkerProcess
     }
 
     static readonly TimeSpan OutputDrainGrace = TimeSpan.FromSeconds(1);
+    static readonly TimeSpan StopPatience = TimeSpan.FromSeconds(1);
 
     async Task KillGroupAfterAsync(TimeSpan grace)
     {
@@ -146,9 +147,11 @@ sealed class WorkerProcess
         Signal(Signals.SIGSTOP);
         if (!_pipes.CanReopen || Exited.IsCompleted || !(_reopenWorks ??= _pipes.CanReopenFrom(Pid)))
             return;
-        // Closing the stderr end while a member of the group still writes would give it EPIPE: wait (briefly) until the
-        // stop has taken effect. The group got the signal at the same moment as the worker.
-        Signals.WaitUntilStopped(Pid, TimeSpan.FromMilliseconds(200));
+        // Only a worker all of whose threads have stopped may lose its pipe ends: a thread still on its way into read()
+        // would see the end of stdin. One not seen stopped in time keeps its pipes (it costs descriptors, nothing else).
+        // The rest of the group got the signal at the same moment; one of its members still writing then gets EPIPE.
+        if (!Signals.WaitUntilStopped(Pid, StopPatience))
+            return;
         _stderr?.Stop();
         _stderr = null;
         _stdin.Dispose();
@@ -169,7 +172,7 @@ sealed class WorkerProcess
 
     /// <summary>
     /// Reopens the pipe ends closed by <see cref="Pause"/> (through /proc) and lets the worker and its group run again
-    /// (SIGCONT). False when the worker no longer holds its stdin or stdout: it cannot be resumed.
+    /// (SIGCONT). False, and the worker left stopped, when it no longer holds its stdin or stdout: it cannot be resumed.
     /// </summary>
     public bool Continue()
     {
@@ -194,7 +197,9 @@ sealed class WorkerProcess
                 SetParked(false);
             }
         }
-        Signal(Signals.SIGCONT);
+        // A worker whose pipes could not be reopened stays stopped: it would only read the end of its stdin.
+        if (reopened)
+            Signal(Signals.SIGCONT);
         return reopened;
     }
 

@@ -96,11 +96,14 @@ sealed class WorkerSession
     /// kill grace. The caller awaits <see cref="Exited"/>, reroutes the invocation and then completes
     /// <see cref="Rerouted"/>.
     /// </summary>
-    public bool TryAbort()
+    public bool TryAbort() => TryAbort(_timings.KillGrace);
+
+    /// <summary>As <see cref="TryAbort()"/>, with its own grace between SIGTERM and SIGKILL (zero: SIGKILL at once).</summary>
+    public bool TryAbort(TimeSpan grace)
     {
         if (Interlocked.CompareExchange(ref _end, 2, 0) != 0)
             return false;
-        _ = _process.TerminateAsync(_timings.KillGrace);
+        _ = _process.TerminateAsync(grace);
         return true;
     }
 
@@ -303,6 +306,10 @@ sealed class WorkerSession
         WaitingFor = [];
         if (continued)
             Send(results with { Results = InTaskIds(results.Results) });
+        else
+            Stop(SessionOutcome.Failed(InvocationErrorTypes.RunnerError,
+                "the runner could not reopen the paused worker's pipes through /proc (it no longer holds its stdin or stdout, or access was refused); it was killed"),
+                TimeSpan.Zero);
         return continued;
     }
 

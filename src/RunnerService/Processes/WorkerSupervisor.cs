@@ -15,7 +15,7 @@ namespace RunnerService.Processes;
 /// the <see cref="WorkerPool"/>, and makes sure none outlives the service: on stop it kills what is left; if the
 /// service dies, the workers' parent-death signal does the same.
 /// </summary>
-sealed class WorkerSupervisor(IOptions<RunnerOptions> options, ILogger<WorkerSupervisor> logger) : IHostedService, IDisposable
+sealed class WorkerSupervisor(IOptions<RunnerOptions> options, TimeProvider time, ILogger<WorkerSupervisor> logger) : IHostedService, IDisposable
 {
     readonly ConcurrentDictionary<Guid, WorkerSession> _sessions = new();
     readonly RunnerOptions _options = options.Value;
@@ -64,12 +64,14 @@ sealed class WorkerSupervisor(IOptions<RunnerOptions> options, ILogger<WorkerSup
     }
 
     /// <summary>
-    /// Kills the worker of <paramref name="attempt"/> when the saga has moved the invocation on to a newer attempt
-    /// (fencing). Nothing is rerouted: the newer attempt runs elsewhere. False when that attempt is not here.
+    /// Kills the worker of <paramref name="attempt"/> at once (SIGKILL, no grace): the saga has moved the invocation on
+    /// to a newer attempt, or this replica fences itself before peers run its work again. Nothing is rerouted here,
+    /// and the attempt is not remembered as finished here: its redelivery must be able to run it. False when that
+    /// attempt is not here.
     /// </summary>
     public async Task<bool> AbandonAsync(Guid invocationId, int attempt)
     {
-        if (!_sessions.TryGetValue(invocationId, out var session) || session.Attempt != attempt || !session.TryAbort())
+        if (!_sessions.TryGetValue(invocationId, out var session) || session.Attempt != attempt || !session.TryAbort(TimeSpan.Zero))
             return false;
         var paused = session.State == WorkerState.Paused;
         await session.Exited.ConfigureAwait(false);
@@ -94,8 +96,8 @@ sealed class WorkerSupervisor(IOptions<RunnerOptions> options, ILogger<WorkerSup
     static readonly TimeSpan FinishedMemory = TimeSpan.FromMinutes(5);
     const int FinishedCapacity = 200_000;
     readonly Lock _finishedLock = new();
-    readonly Dictionary<Guid, (DateTime At, int Attempt)> _finished = [];
-    readonly Queue<(Guid Id, DateTime At)> _finishedOrder = new();
+    readonly Dictionary<Guid, (DateTimeOffset At, int Attempt)> _finished = [];
+    readonly Queue<(Guid Id, DateTimeOffset At)> _finishedOrder = new();
 
     /// <summary>
     /// Remembers a finished attempt for <see cref="FinishedMemory"/> (at most <see cref="FinishedCapacity"/> of them,
@@ -103,7 +105,7 @@ sealed class WorkerSupervisor(IOptions<RunnerOptions> options, ILogger<WorkerSup
     /// </summary>
     void RememberFinished(Guid invocationId, int attempt)
     {
-        var now = DateTime.UtcNow;
+        var now = time.GetUtcNow();
         lock (_finishedLock)
         {
             _finished[invocationId] = (now, attempt);
@@ -126,7 +128,7 @@ sealed class WorkerSupervisor(IOptions<RunnerOptions> options, ILogger<WorkerSup
     public bool FinishedHere(Guid invocationId, int attempt)
     {
         lock (_finishedLock)
-            return _finished.TryGetValue(invocationId, out var finished) && finished.Attempt >= attempt && DateTime.UtcNow - finished.At < FinishedMemory;
+            return _finished.TryGetValue(invocationId, out var finished) && finished.Attempt >= attempt && time.GetUtcNow() - finished.At < FinishedMemory;
     }
 
     public Task StartAsync(CancellationToken cancellationToken)

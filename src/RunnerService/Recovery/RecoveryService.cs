@@ -25,16 +25,15 @@ sealed class RecoveryService(
     SlotPool slots,
     IOptions<RunnerOptions> options,
     TimeProvider time,
+    BrokerContact contact,
     ILogger<RecoveryService> logger) : BackgroundService
 {
     static readonly string[] OwnedStates = ["Running", "Waiting", "Resuming"];
     readonly RunnerOptions _options = options.Value;
 
-    DateTimeOffset _lastContact;
-
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
-        _lastContact = time.GetUtcNow();
+        contact.Confirmed();
         // Three loops, so a slow saga store never delays a heartbeat (peers would take the silence for death).
         await Task.WhenAll(HeartbeatAsync(stoppingToken), CheckLoopAsync(stoppingToken), FenceAsync(stoppingToken)).ConfigureAwait(false);
     }
@@ -68,7 +67,6 @@ sealed class RecoveryService(
     /// </summary>
     async Task FenceAsync(CancellationToken stoppingToken)
     {
-        var limit = _options.StaleAfter * 0.75;
         while (!stoppingToken.IsCancellationRequested)
         {
             try
@@ -79,9 +77,9 @@ sealed class RecoveryService(
             {
                 return;
             }
-            var silent = time.GetUtcNow() - _lastContact;
-            if (silent <= limit)
+            if (!contact.MustFence)
                 continue;
+            var silent = contact.Silence;
             foreach (var session in supervisor.Sessions.ToArray())
             {
                 if (await supervisor.AbandonAsync(session.InvocationId, session.Attempt).ConfigureAwait(false))
@@ -108,7 +106,7 @@ sealed class RecoveryService(
                     SlotsBusy = slots.Busy,
                     WorkersAlive = supervisor.Alive,
                 }, stoppingToken).ConfigureAwait(false);
-                _lastContact = time.GetUtcNow();
+                contact.Confirmed();
             }
             catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
             {

@@ -1,0 +1,25 @@
+using Microsoft.Extensions.Options;
+using RunnerService.Hosting;
+
+namespace RunnerService.Recovery;
+
+/// <summary>
+/// When this replica last had the broker confirm one of its heartbeats: its own view of whether peers still hear it.
+/// Without contact for half of <see cref="RunnerOptions.StaleAfter"/> it takes no new work; for three quarters, it
+/// kills its workers (RecoveryService); peers reroute only after all of it plus a heartbeat interval.
+/// </summary>
+public sealed class BrokerContact(IOptions<RunnerOptions> options, TimeProvider time)
+{
+    long _lastTicks = time.GetUtcNow().UtcTicks;
+
+    public void Confirmed() => Interlocked.Exchange(ref _lastTicks, time.GetUtcNow().UtcTicks);
+
+    /// <summary>How long since the last confirmed heartbeat.</summary>
+    public TimeSpan Silence => time.GetUtcNow() - new DateTimeOffset(Interlocked.Read(ref _lastTicks), TimeSpan.Zero);
+
+    /// <summary>True while the replica should take no new work.</summary>
+    public bool IntakeStopped => Silence > options.Value.StaleAfter / 2;
+
+    /// <summary>True once the replica must have killed its own workers.</summary>
+    public bool MustFence => Silence > options.Value.StaleAfter * 0.75;
+}

@@ -24,7 +24,7 @@ sealed class WorkerProcess
     Stream _stdin;
     Stream _stdout;
     StderrPump? _stderr;
-    PipeIdentity _pipes;
+    readonly PipeIdentity _pipes;
     int _released;
     readonly Action<int>? _parkedChanged;
     readonly Lock _parkLock = new();
@@ -72,8 +72,6 @@ sealed class WorkerProcess
     /// <summary>True while paused with its pipe ends closed on this side (they are reopened on resume).</summary>
     public bool Parked { get; private set; }
 
-    /// <summary>True when the worker leads a process group of its own (signals reach its children too).</summary>
-    public bool HasOwnGroup => _ownGroup;
 
     /// <summary>The session that owns the process now (its stderr lines are logged under that invocation).</summary>
     public WorkerSession? Current { get; set; }

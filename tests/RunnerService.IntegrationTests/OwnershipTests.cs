@@ -108,6 +108,29 @@ public sealed class OwnershipTests(BrokerFixture broker, ITestOutputHelper outpu
     }
 
     [Fact]
+    public async Task A_newer_attempt_that_lands_where_the_old_one_waits_replaces_it_instead_of_being_dropped_as_a_duplicate()
+    {
+        await using var env = await RunnerEnvironment.StartAsync(broker, output, slots: 1);
+        env.VerifySagasOnDispose = false; // the test plays the recovery's reroute itself
+        var dependency = NewId.NextGuid();
+        var waiter = new RunInvocation { InvocationId = NewId.NextGuid(), TaskName = "wait_for", Arguments = Json.Parse($"{{\"invocationId\":\"{dependency}\"}}") };
+        var completed = env.Bus.Client.WaitForCompletionAsync(waiter.InvocationId);
+        await env.Bus.Client.SubmitAsync(waiter);
+        var first = await TestBus.PollAsync(() => env.Bus.Waiting.FirstOrDefault(w => w.InvocationId == waiter.InvocationId), Patience, "attempt 1's pause");
+
+        // As a recovery reroute would: attempt 2 of the same invocation reaches the replica that still holds attempt 1.
+        await env.Bus.Client.SubmitAsync(waiter with { Attempt = 2 });
+        var second = await TestBus.PollAsync(() => env.Bus.Waiting.FirstOrDefault(w => w.InvocationId == waiter.InvocationId && w.Attempt == 2), Patience, "attempt 2's pause");
+        Assert.False(ProcessSignals.IsAlive(first.ProcessId), "attempt 1's worker is gone");
+        Assert.NotEqual(first.ProcessId, second.ProcessId);
+
+        await env.Bus.Client.SubmitAsync(new RunInvocation { InvocationId = dependency, TaskName = "echo", Arguments = Json.Parse("3") });
+        var done = await completed.WaitAsync(Patience);
+        Assert.Equal(InvocationStatus.Succeeded, done.Status);
+        Assert.Equal(2, done.Attempt);
+    }
+
+    [Fact]
     public async Task A_duplicated_resume_writes_exactly_one_resume_line()
     {
         await using var env = await RunnerEnvironment.StartAsync(broker, output, slots: 2, runners: 0);

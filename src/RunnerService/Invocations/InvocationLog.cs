@@ -90,7 +90,7 @@ static partial class InvocationLog
     public static partial void BackgroundFailed(ILogger logger, Exception exception);
 
     [LoggerMessage(EventId = 30, EventName = "AttemptAbandoned", Level = LogLevel.Warning,
-        Message = "Invocation {InvocationId} attempt {Attempt}: worker killed, the saga says {Reason}")]
+        Message = "Invocation {InvocationId} attempt {Attempt}: worker killed, nothing rerouted ({Reason})")]
     public static partial void Abandoned(ILogger logger, Guid invocationId, int attempt, string reason);
 
     [LoggerMessage(EventId = 31, EventName = "ClaimUnanswered", Level = LogLevel.Warning,

@@ -50,7 +50,7 @@ sealed class RunInvocationConsumer(
             InvocationLog.IntakeStopped(logger, invocation.InvocationId, contact.Silence);
             await Task.Delay(TimeSpan.FromSeconds(1), context.CancellationToken).ConfigureAwait(false);
         }
-        if (!supervisor.TryClaim(invocation.InvocationId))
+        if (!await ClaimHereAsync(invocation, context.CancellationToken).ConfigureAwait(false))
         {
             // A second delivery of what this replica already handles (a duplicate publish, or a redelivery after the
             // broker's consumer timeout): acknowledged without a second run; the first one publishes the completion.
@@ -92,6 +92,28 @@ sealed class RunInvocationConsumer(
         {
             if (claimed)
                 supervisor.ReleaseClaim(invocation.InvocationId);
+        }
+    }
+
+    /// <summary>
+    /// Claims the invocation on this replica. Local claims are keyed by (id, attempt): a newer attempt of something this
+    /// replica still holds means the saga has moved on (a reroute while this replica was presumed gone), so the old
+    /// attempt's worker is killed and the newer one may go ahead (through the saga's claim). False for a duplicate of
+    /// the attempt held here, or of an older one.
+    /// </summary>
+    async Task<bool> ClaimHereAsync(RunInvocation invocation, CancellationToken cancellationToken)
+    {
+        var attempt = Math.Max(1, invocation.Attempt);
+        for (var tries = 0; ; tries++)
+        {
+            if (supervisor.TryClaim(invocation.InvocationId))
+                return true;
+            if (!supervisor.TryGet(invocation.InvocationId, out var held) || held.Attempt >= attempt || tries == 50)
+                return false;
+            if (await supervisor.AbandonAsync(invocation.InvocationId, held.Attempt).ConfigureAwait(false))
+                InvocationLog.Abandoned(logger, invocation.InvocationId, held.Attempt, $"attempt {attempt} of the same invocation arrived here: the saga has moved on");
+            // The old attempt's driver releases the claim as it ends.
+            await Task.Delay(TimeSpan.FromMilliseconds(100), cancellationToken).ConfigureAwait(false);
         }
     }
 

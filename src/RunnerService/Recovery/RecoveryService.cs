@@ -3,6 +3,7 @@ using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using RunnerService.Hosting;
+using RunnerService.Invocations;
 using RunnerService.Processes;
 using RunnerService.Saga;
 using RunnerService.Saga.Messages;
@@ -26,6 +27,7 @@ sealed class RecoveryService(
     IOptions<RunnerOptions> options,
     TimeProvider time,
     BrokerContact contact,
+    InvocationExecutor executor,
     ILogger<RecoveryService> logger) : BackgroundService
 {
     static readonly string[] OwnedStates = ["Running", "Waiting", "Resuming"];
@@ -83,7 +85,10 @@ sealed class RecoveryService(
             foreach (var session in supervisor.Sessions.ToArray())
             {
                 if (await supervisor.AbandonAsync(session.InvocationId, session.Attempt).ConfigureAwait(false))
+                {
                     RecoveryLog.Fenced(logger, session.InvocationId, session.Attempt, session.Pid, silent);
+                    executor.Observe(executor.RerouteReliablyAsync(session.Invocation, session.Attempt));
+                }
             }
         }
     }
@@ -97,6 +102,10 @@ sealed class RecoveryService(
         {
             try
             {
+                // Each attempt has its own limit: a publish on a connection that died unnoticed would wait for its
+                // confirm for ever, and this replica's view of its own contact would stop moving.
+                using var attempt = CancellationTokenSource.CreateLinkedTokenSource(stoppingToken);
+                attempt.CancelAfter(_options.HeartbeatInterval * 2);
                 await bus.Publish(new RunnerHeartbeat
                 {
                     Instance = _options.EffectiveInstanceId,
@@ -105,7 +114,7 @@ sealed class RecoveryService(
                     SlotsTotal = slots.Total,
                     SlotsBusy = slots.Busy,
                     WorkersAlive = supervisor.Alive,
-                }, stoppingToken).ConfigureAwait(false);
+                }, attempt.Token).ConfigureAwait(false);
                 contact.Confirmed();
             }
             catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
@@ -154,9 +163,11 @@ sealed class RecoveryService(
             // Recently touched invocations are in motion (an event may still be on its way), not orphaned.
             if (now - saga.UpdatedAt < _options.StaleAfter)
                 continue;
+            // A replica that does not hear its own heartbeat does not hear the others' either (its heartbeat queue or
+            // consumer is gone): it must not take its peers for dead.
             var lost = saga.OwnerInstance == me
                 ? !supervisor.TryGet(saga.CorrelationId, out _) && !supervisor.IsClaimed(saga.CorrelationId) && !supervisor.FinishedHere(saga.CorrelationId, attempt: 1)
-                : registry.IsStale(saga.OwnerInstance!);
+                : registry.IsStale(saga.OwnerInstance!) && !registry.IsStale(me);
             if (!lost)
                 continue;
             RecoveryLog.Recovering(logger, saga.CorrelationId, saga.TaskName ?? "", saga.CurrentState, saga.OwnerInstance!, saga.Attempt);

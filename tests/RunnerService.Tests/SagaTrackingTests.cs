@@ -104,18 +104,44 @@ public class SagaTrackingTests
         var saga = harness.GetSagaStateMachineHarness<InvocationStateMachine, InvocationState>();
         var claims = harness.GetRequestClient<ClaimInvocation>();
         var child = NewId.NextGuid();
+        var parent = NewId.NextGuid();
+        var askedByAttempt2 = new RunInvocation { InvocationId = child, TaskName = "echo", ParentInvocationId = parent, ParentAttempt = 2 };
 
-        await harness.Bus.Publish(new RegisterWaiter { InvocationId = child, WaiterId = NewId.NextGuid(), Chain = [] });
+        // The parent's first attempt waited for the child, so it had published the child's own message before.
+        await harness.Bus.Publish(new RegisterWaiter { InvocationId = child, WaiterId = parent, WaiterAttempt = 1, Chain = [] });
         Assert.NotNull(await saga.Exists(child, m => m.Expected));
-        var again = await claims.GetResponse<ClaimInvocationReply>(new ClaimInvocation { InvocationId = child, Attempt = 1, Instance = "replica-b", AskedAgain = true });
+        var again = await claims.GetResponse<ClaimInvocationReply>(new ClaimInvocation { InvocationId = child, Attempt = 1, Instance = "replica-b", AskedAgain = true, Invocation = askedByAttempt2 });
         Assert.False(again.Message.Granted);
         var own = await claims.GetResponse<ClaimInvocationReply>(new ClaimInvocation { InvocationId = child, Attempt = 1, Instance = "replica-b" });
         Assert.True(own.Message.Granted);
 
         await harness.Bus.Publish(new InvocationCompleted { InvocationId = child, TaskName = "echo", Status = InvocationStatus.Succeeded, Attempt = 1, RunnerInstance = "replica-b" });
         Assert.NotNull(await saga.Exists(child, m => m.Succeeded));
-        var late = await claims.GetResponse<ClaimInvocationReply>(new ClaimInvocation { InvocationId = child, Attempt = 1, Instance = "replica-c", AskedAgain = true });
+        var late = await claims.GetResponse<ClaimInvocationReply>(new ClaimInvocation { InvocationId = child, Attempt = 1, Instance = "replica-c", AskedAgain = true, Invocation = askedByAttempt2 });
         Assert.False(late.Message.Granted);
+    }
+
+    [Fact]
+    public async Task A_child_first_awaited_by_the_attempt_that_asks_for_it_again_is_granted_nobody_else_will_run_it()
+    {
+        // Seen in a broker restart: the parent's first attempt was killed before it invoked the child; its second
+        // attempt invoked it and waited, and that wait's notice made the child Expected before its claim was read.
+        await using var provider = await StartHarnessAsync();
+        var harness = provider.GetTestHarness();
+        var saga = harness.GetSagaStateMachineHarness<InvocationStateMachine, InvocationState>();
+        var claims = harness.GetRequestClient<ClaimInvocation>();
+        var child = NewId.NextGuid();
+        var parent = NewId.NextGuid();
+
+        await harness.Bus.Publish(new RegisterWaiter { InvocationId = child, WaiterId = parent, WaiterAttempt = 2, Chain = [] });
+        Assert.NotNull(await saga.Exists(child, m => m.Expected));
+        var asked = await claims.GetResponse<ClaimInvocationReply>(new ClaimInvocation
+        {
+            InvocationId = child, Attempt = 1, Instance = "replica-b", AskedAgain = true,
+            Invocation = new RunInvocation { InvocationId = child, TaskName = "echo", ParentInvocationId = parent, ParentAttempt = 2 },
+        });
+        Assert.True(asked.Message.Granted);
+        Assert.NotNull(await saga.Exists(child, m => m.Running));
     }
 
     [Fact]

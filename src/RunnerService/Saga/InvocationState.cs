@@ -36,6 +36,13 @@ public sealed class InvocationState : SagaStateMachineInstance, ISagaVersion
     /// <summary>Invocations waiting for this one, told when it is final.</summary>
     public List<Guid> Waiters { get; set; } = [];
 
+    /// <summary>
+    /// For each waiter, the earliest of its attempts known to wait for this one. A parent's wait reaches the saga only
+    /// after the broker took the sub-invocations it started, so an entry below a parent's current attempt proves that
+    /// this invocation's own message was published by an earlier attempt.
+    /// </summary>
+    public Dictionary<Guid, int> FirstWaitAttempts { get; set; } = [];
+
     /// <summary>Every invocation known to wait (directly or transitively) for this one: the cycle check.</summary>
     public List<Guid> Upstream { get; set; } = [];
 

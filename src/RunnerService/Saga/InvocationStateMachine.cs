@@ -229,10 +229,22 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
 
     /// <summary>A claim wins for a newer attempt, or for the current one when nobody (or the claimer itself) owns it.</summary>
     static bool MayClaim(InvocationState saga, ClaimInvocation claim) =>
-        !(claim.AskedAgain && saga.CurrentState is nameof(Expected) or nameof(Submitted)) &&
+        !(claim.AskedAgain && OwnMessageExists(saga, claim.Invocation)) &&
         (claim.Attempt > saga.Attempt ||
         (claim.Attempt == saga.Attempt &&
          (saga.OwnerInstance is null || saga.OwnerInstance == claim.Instance || saga.OwnerInstance == claim.TakeOverFrom)));
+
+    /// <summary>
+    /// Whether a child asked for again by a later attempt of its parent also has its own message, which will run it:
+    /// when it was rerouted (<c>Submitted</c>: the saga published it), or when an earlier attempt of the parent waited
+    /// for it (<c>Expected</c>: that attempt had published it first). A child first awaited by the asking attempt itself
+    /// has no other message, and refusing it would leave the parent waiting for ever.
+    /// </summary>
+    static bool OwnMessageExists(InvocationState saga, RunInvocation? asked) =>
+        saga.CurrentState == nameof(Submitted) ||
+        (saga.CurrentState == nameof(Expected) &&
+         (asked?.ParentInvocationId is not { } parent ||
+          (saga.FirstWaitAttempts.TryGetValue(parent, out var first) && first < asked.ParentAttempt)));
 
     static void Apply(InvocationState saga, ClaimInvocation claim)
     {
@@ -323,7 +335,7 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
         var saga = context.Saga;
         var chain = saga.Upstream.Append(saga.CorrelationId).Distinct().ToArray();
         foreach (var dependency in saga.WaitingFor.Where(d => d != saga.CorrelationId && saga.Collected.All(c => c.InvocationId != d)))
-            await context.Publish(new RegisterWaiter { InvocationId = dependency, WaiterId = saga.CorrelationId, Chain = chain }).ConfigureAwait(false);
+            await context.Publish(new RegisterWaiter { InvocationId = dependency, WaiterId = saga.CorrelationId, WaiterAttempt = saga.Attempt, Chain = chain }).ConfigureAwait(false);
     }
 
     static async Task AddWaiterAsync(BehaviorContext<InvocationState, RegisterWaiter> context)
@@ -341,6 +353,8 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
         }
         if (!saga.Waiters.Contains(message.WaiterId))
             saga.Waiters.Add(message.WaiterId);
+        if (!saga.FirstWaitAttempts.TryGetValue(message.WaiterId, out var first) || message.WaiterAttempt < first)
+            saga.FirstWaitAttempts[message.WaiterId] = message.WaiterAttempt;
         await MergeAndForwardAsync(context, message.Chain).ConfigureAwait(false);
     }
 

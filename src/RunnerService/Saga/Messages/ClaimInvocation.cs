@@ -18,8 +18,8 @@ public record ClaimInvocation
 
     /// <summary>
     /// The delivery is a child asked for again by its parent's later attempt, not the child's own message. Refused
-    /// while the saga knows the child only as awaited (<c>Expected</c>) or rerouted (<c>Submitted</c>): the child's
-    /// own message exists then, and runs it.
+    /// while the saga knows the child only as rerouted (<c>Submitted</c>) or as awaited (<c>Expected</c>) by an
+    /// earlier attempt of that parent: the child's own message exists then, and runs it.
     /// </summary>
     public bool AskedAgain { get; init; }
 

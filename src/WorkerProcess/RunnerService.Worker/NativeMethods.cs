@@ -19,6 +19,41 @@ static partial class NativeMethods
     [LibraryImport("libc", EntryPoint = "raise")]
     private static partial int Raise(int signal);
 
+    [LibraryImport("libc", EntryPoint = "open", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
+    private static partial int Open(string path, int flags, int mode);
+
+    [LibraryImport("libc", EntryPoint = "write", SetLastError = true)]
+    private static unsafe partial nint Write(int fd, byte* buffer, nint count);
+
+    [LibraryImport("libc", EntryPoint = "close")]
+    private static partial int Close(int fd);
+
+    const int O_WRONLY = 0x1, O_CREAT = 0x40, O_APPEND = 0x400, O_CLOEXEC = 0x80000;
+
+    /// <summary>
+    /// Appends <paramref name="text"/> with one <c>write</c> on an <c>O_APPEND</c> descriptor, so lines from many
+    /// processes never overwrite or tear each other (.NET's <c>FileMode.Append</c> seeks to the end instead).
+    /// </summary>
+    public static unsafe void AppendAtomically(string path, string text)
+    {
+        var bytes = System.Text.Encoding.UTF8.GetBytes(text);
+        var fd = Open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0x1A4 /* 0644 */);
+        if (fd < 0)
+            throw new IOException($"cannot open {path} for appending (errno {Marshal.GetLastPInvokeError()})");
+        try
+        {
+            fixed (byte* buffer = bytes)
+            {
+                if (Write(fd, buffer, bytes.Length) != bytes.Length)
+                    throw new IOException($"short or failed write to {path} (errno {Marshal.GetLastPInvokeError()})");
+            }
+        }
+        finally
+        {
+            Close(fd);
+        }
+    }
+
     /// <summary>Dies by <paramref name="signal"/> with its default action, past the runtime's own handlers (for fault tests).</summary>
     public static void DieBySignal(int signal)
     {

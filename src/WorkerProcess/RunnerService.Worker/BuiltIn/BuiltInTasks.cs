@@ -48,7 +48,7 @@ public static class BuiltInTasks
         var ms = ctx.GetInt32("ms");
         var file = Environment.GetEnvironmentVariable(MarkerFileVariable)
             ?? throw new TaskFailedException($"{MarkerFileVariable} is not set for this worker (Runner:WorkerEnvironment)", "InvalidConfiguration");
-        void Mark(string kind) => File.AppendAllText(file,
+        void Mark(string kind) => NativeMethods.AppendAtomically(file,
             $"{kind} {ctx.InvocationId} {ctx.Attempt} {DateTimeOffset.UtcNow.ToUnixTimeMilliseconds()} {Environment.ProcessId}\n");
         Mark("start");
         long total = ms;

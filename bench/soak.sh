@@ -13,6 +13,17 @@
 #    Runner__StaleAfter=00:00:10, SQLite saga file in a temp dir), N invocations (60% echo, 15% sleep 50..500 ms,
 #    10% fail, 5% crash exitCode 3, 10% fib n=4, --fib-n), SIGKILL + restart at random moments, then the summary.
 #    Exit code 0 only when every invariant holds. Service logs: /tmp/runner-soak-logs/soak-runner-<start>.log.
+#
+# Chaos run:  bash bench/soak.sh chaos [chaos options]
+#   e.g. bash bench/soak.sh chaos                 (10,000 roots, 3 replicas, 4 SIGKILL, 3 SIGTERM, 2 broker restarts,
+#                                                   1 × 30 s partition)
+#        bash bench/soak.sh chaos --count 300 --sigkills 1 --sigterms 1 --broker-restarts 1 --partition-seconds 15
+#        bash bench/soak.sh chaos --help
+# Same broker and private copies as above, plus a private PostgreSQL cluster for the shared saga store
+# (deploy/local/postgres.sh, state /tmp/chaos-postgres, 127.0.0.1:5462; override with CHAOS_PG_DIR / CHAOS_PG_PORT;
+# stopped and wiped on exit). Runs `RunnerService.Bench.dll chaos` (bench/RunnerService.Bench/Chaos/): 3 replicas,
+# one of them behind a TCP proxy of the bench's own for the partition, faults during a mixed load, then the history
+# checker (bench/RESULTS.md, "Chaos run"). Exit code 0 only when it finds no violation.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -29,14 +40,24 @@ export RUNNER_BROKER_PROMETHEUS_PORT=${SOAK_BROKER_PROMETHEUS_PORT:-16822}
 unset RUNNER_BROKER_NODE
 
 bench_dll=bench/RunnerService.Bench/bin/Release/net10.0/RunnerService.Bench.dll
+mode=soak
+if [[ ${1:-} == chaos ]]; then
+    mode=chaos
+    shift
+fi
 for arg in "$@"; do
     if [[ $arg == -h || $arg == --help ]]; then
         dotnet build -c Release -nologo -v q bench/RunnerService.Bench/RunnerService.Bench.csproj >&2
-        exec dotnet "$bench_dll" soak --help
+        exec dotnet "$bench_dll" "$mode" --help
     fi
 done
 
 started_broker=0
+started_postgres=0
+postgres_env() {
+    export RUNNER_PG_DIR=${CHAOS_PG_DIR:-/tmp/chaos-postgres}
+    export RUNNER_PG_PORT=${CHAOS_PG_PORT:-5462}
+}
 # shellcheck disable=SC2317  # called from the EXIT trap
 cleanup() {
     local rc=$?
@@ -44,6 +65,15 @@ cleanup() {
     if [[ $started_broker == 1 ]]; then
         log "stopping the soak broker"
         bash deploy/local/rabbitmq.sh stop || log "WARNING: stopping the soak broker failed"
+    fi
+    if [[ $started_postgres == 1 ]]; then
+        log "stopping the chaos run's PostgreSQL"
+        postgres_env
+        if bash deploy/local/postgres.sh stop; then
+            rm -rf "$RUNNER_PG_DIR"
+        else
+            log "WARNING: stopping the chaos run's PostgreSQL failed"
+        fi
     fi
     exit "$rc"
 }
@@ -70,5 +100,17 @@ log "setup took $((SECONDS - t0)) s"
 # three pipe ends in the service: give the soak's service room for them (root may raise the hard limit).
 if [[ $(id -u) == 0 ]] && (( $(ulimit -Hn) < 65536 )); then
     ulimit -Hn 65536 && ulimit -Sn 65536 && log "open-file limit raised to 65536 for the soak's service"
+fi
+if [[ $mode == chaos ]]; then
+    postgres_env
+    log "starting a private PostgreSQL for the shared saga store (fresh state in $RUNNER_PG_DIR, port $RUNNER_PG_PORT)"
+    bash deploy/local/postgres.sh stop
+    rm -rf "$RUNNER_PG_DIR"
+    started_postgres=1
+    eval "$(bash deploy/local/postgres.sh start)"
+    # The bench restarts the broker with deploy/local/rabbitmq.sh and the RUNNER_BROKER_* exported above.
+    dotnet "$bench_dll" chaos --service-dll "$repo/artifacts/soak/service/RunnerService.dll" --worker "$worker" \
+        --sagas "$RUNNER_TEST_POSTGRES" --rabbitmq-script "$repo/deploy/local/rabbitmq.sh" "$@"
+    exit $?
 fi
 dotnet "$bench_dll" soak --service-dll "$repo/artifacts/soak/service/RunnerService.dll" --worker "$worker" "$@"

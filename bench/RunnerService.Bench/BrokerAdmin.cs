@@ -40,6 +40,18 @@ sealed class BrokerAdmin : IDisposable
         }
     }
 
+    /// <summary>Every queue of a virtual host with its consumers, ready and unacknowledged messages (management API).</summary>
+    public async Task<IReadOnlyList<(string Name, long Consumers, long Ready, long Unacked)>> QueuesAsync(string vhost)
+    {
+        using var response = await _http.GetAsync($"api/queues/{Uri.EscapeDataString(vhost)}");
+        response.EnsureSuccessStatusCode();
+        using var doc = System.Text.Json.JsonDocument.Parse(await response.Content.ReadAsStringAsync());
+        static long Number(System.Text.Json.JsonElement q, string name) =>
+            q.TryGetProperty(name, out var v) && v.ValueKind == System.Text.Json.JsonValueKind.Number ? v.GetInt64() : 0;
+        return [.. doc.RootElement.EnumerateArray().Select(q => (q.GetProperty("name").GetString()!, Number(q, "consumers"), Number(q, "messages_ready"),
+            Number(q, "messages_unacknowledged")))];
+    }
+
     /// <summary>Ready messages and consumers of a queue, straight from the broker; null when the queue does not exist.</summary>
     public static async Task<(uint Ready, uint Consumers)?> QueueDepthAsync(Uri vhost, string queue)
     {

@@ -4,6 +4,8 @@ if (args.Length > 0 && args[0] == "naive-consumer")
     return await NaiveBaseline.RunAsync(args);
 if (args.Length > 0 && args[0] == "soak")
     return await Soak.RunAsync(args);
+if (args.Length > 0 && args[0] == "chaos")
+    return await RunnerService.Bench.Chaos.ChaosRun.RunAsync(args);
 
 BenchOptions options;
 try

@@ -24,9 +24,15 @@ public sealed class PrivateBroker : IAsyncDisposable
         if (consumerTimeoutMs is { } timeout)
             _environment["RUNNER_BROKER_CONSUMER_TIMEOUT_MS"] = timeout.ToString(System.Globalization.CultureInfo.InvariantCulture);
         AmqpUri = new Uri($"amqp://guest:guest@127.0.0.1:{basePort}/");
+        ManagementUri = new Uri($"http://guest:guest@127.0.0.1:{basePort + 10000}/");
     }
 
     public Uri AmqpUri { get; }
+
+    public Uri ManagementUri { get; }
+
+    /// <summary>The RUNNER_BROKER_* settings of deploy/local/rabbitmq.sh for this broker (to stop and start it from elsewhere).</summary>
+    public IReadOnlyDictionary<string, string> ScriptEnvironment => _environment;
 
     public static async Task<PrivateBroker> StartAsync(int basePort, int? consumerTimeoutMs = null)
     {

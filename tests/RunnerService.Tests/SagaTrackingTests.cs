@@ -97,6 +97,27 @@ public class SagaTrackingTests
     }
 
     [Fact]
+    public async Task A_wait_that_reaches_a_finished_invocation_gets_its_worker_abandoned_it_can_never_be_resumed()
+    {
+        // Seen in the chaos run: a second copy of a child ran on another replica and paused after the first copy had
+        // finished the invocation; its worker stayed stopped until that replica shut down.
+        await using var provider = await StartHarnessAsync();
+        var harness = provider.GetTestHarness();
+        var saga = harness.GetSagaStateMachineHarness<InvocationStateMachine, InvocationState>();
+        var id = NewId.NextGuid();
+
+        await harness.Bus.Publish(new InvocationCompleted { InvocationId = id, TaskName = "fanout", Status = InvocationStatus.Succeeded, Attempt = 1, RunnerInstance = "replica-a" });
+        Assert.NotNull(await saga.Exists(id, m => m.Succeeded));
+        await harness.Bus.Publish(new InvocationWaitingFor
+        {
+            InvocationId = id, WaitingFor = [NewId.NextGuid()], RunnerInstance = "replica-b",
+            RunnerAddress = new Uri("queue:runner-instance-replica-b"), ProcessId = 20, Attempt = 1, WaitSequence = 1,
+        });
+        Assert.True(await harness.Sent.Any<AbandonAttempt>(m => m.Context.Message.InvocationId == id && m.Context.Message.Attempt == 1));
+        Assert.Equal(nameof(InvocationStateMachine.Succeeded), saga.Sagas.Contains(id)!.CurrentState);
+    }
+
+    [Fact]
     public async Task A_child_asked_for_again_is_left_to_its_own_message_while_awaited_and_refused_once_finished()
     {
         await using var provider = await StartHarnessAsync();

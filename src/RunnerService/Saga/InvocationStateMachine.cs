@@ -151,7 +151,12 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
             // tell the waiters again; a waiter ignores an outcome it already has.
             When(Completed).ThenAsync(NotifyWaitersAsync),
             When(WaiterRegistered).ThenAsync(AnswerFinalAsync),
-            When(ClaimRequested).RespondAsync(c => Task.FromResult(Reply(c.Saga, false))));
+            When(ClaimRequested).RespondAsync(c => Task.FromResult(Reply(c.Saga, false))),
+            // A worker that waits for an invocation already final (a second copy of it that ran elsewhere) can never
+            // be resumed: its replica is told to kill it.
+            When(WaitStarted)
+                .Then(c => c.Saga.Recoveries.Add($"{DateTimeOffset.UtcNow:O} wait of attempt {c.Message.Attempt} from {c.Message.RunnerInstance} after the end: its worker is abandoned"))
+                .ThenAsync(c => AbandonWaitAsync(c, $"the invocation is already {c.Saga.CurrentState}")));
 
     }
 
@@ -164,7 +169,11 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
         Telemetry.RunnerMetrics.StaleEvent(what);
     }
 
-    static async Task AbandonStaleWaitAsync(BehaviorContext<InvocationState, InvocationWaitingFor> context)
+    static Task AbandonStaleWaitAsync(BehaviorContext<InvocationState, InvocationWaitingFor> context) =>
+        AbandonWaitAsync(context, $"attempt {context.Message.Attempt} is stale: the invocation is at attempt {context.Saga.Attempt}");
+
+    /// <summary>Tells the replica that sent a wait nobody will answer to kill that worker (nothing is rerouted).</summary>
+    static async Task AbandonWaitAsync(BehaviorContext<InvocationState, InvocationWaitingFor> context, string reason)
     {
         if (context.Message.RunnerAddress is not { } address)
             return;
@@ -173,7 +182,7 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
         {
             InvocationId = context.Message.InvocationId,
             Attempt = context.Message.Attempt,
-            Reason = $"attempt {context.Message.Attempt} is stale: the invocation is at attempt {context.Saga.Attempt}",
+            Reason = reason,
         }).ConfigureAwait(false);
     }
 

@@ -243,6 +243,41 @@ public sealed class OwnershipTests(BrokerFixture broker, ITestOutputHelper outpu
     }
 
     [Fact]
+    public async Task A_replica_whose_own_queue_stops_delivering_says_so_and_fails_liveness_until_it_delivers_again()
+    {
+        // Seen in the chaos runs: after a partition or a broker restart a replica came back with no consumer on its
+        // instance queue; resumes never reached its paused workers while it looked healthy. Here the queue is unbound
+        // from its exchange instead, so nothing sent to it arrives, while heartbeats still go out.
+        var settings = new Dictionary<string, string> { ["Runner__StaleAfter"] = "00:00:04", ["Runner__HeartbeatInterval"] = "00:00:01" };
+        await using var env = await RunnerEnvironment.StartAsync(broker, output, slots: 1, runners: 0);
+        var replica = await env.StartRunnerAsync(1, settings, "deaf");
+        using var http = new HttpClient { BaseAddress = replica.HttpBase, Timeout = TimeSpan.FromSeconds(10) };
+        async Task<int> StatusOf(string path)
+        {
+            using var response = await http.GetAsync(path);
+            return (int)response.StatusCode;
+        }
+        Assert.Equal(InvocationStatus.Succeeded, (await env.Bus.Client.RunAsync("echo", Json.Parse("1")).WaitAsync(Patience)).Status);
+        await Task.Delay(6000); // longer than StaleAfter: a healthy queue keeps it live
+        Assert.Equal(200, await StatusOf("health/live"));
+        Assert.Equal(200, await StatusOf("health/ready"));
+
+        await broker.UnbindQueueAsync(env.VirtualHost.Name, "runner-instance-deaf");
+        try
+        {
+            await TestBus.PollAsync(async () => await StatusOf("health/live") == 503 ? "" : null, TimeSpan.FromSeconds(20), "liveness failing");
+            Assert.Equal(503, await StatusOf("health/ready"));
+            await TestBus.PollAsync(() => replica.Output.Contains("has delivered nothing for", StringComparison.Ordinal) ? "" : null, TimeSpan.FromSeconds(5), "the log line");
+        }
+        finally
+        {
+            await broker.BindQueueAsync(env.VirtualHost.Name, "runner-instance-deaf");
+        }
+        await TestBus.PollAsync(async () => await StatusOf("health/live") == 200 ? "" : null, TimeSpan.FromSeconds(20), "liveness back");
+        Assert.Equal(200, await StatusOf("health/ready"));
+    }
+
+    [Fact]
     public async Task Claims_the_saga_cannot_answer_are_asked_again_and_never_poison_the_invocation()
     {
         await using var env = await RunnerEnvironment.StartAsync(broker, output, slots: 1, runners: 0);

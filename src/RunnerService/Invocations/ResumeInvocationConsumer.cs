@@ -4,6 +4,7 @@ using Microsoft.Extensions.Options;
 using RunnerService.Contracts;
 using RunnerService.Hosting;
 using RunnerService.Processes;
+using RunnerService.Recovery;
 using RunnerService.Saga.Messages;
 using RunnerService.Slots;
 
@@ -13,15 +14,17 @@ namespace RunnerService.Invocations;
 /// On this replica's own queue. <see cref="ResumeInvocation"/>: the saga says everything a paused worker waited for
 /// is final; claims that wait's resume (a duplicate is a no-op), takes a slot (before any new invocation), and lets
 /// the worker run on with the results. <see cref="AbandonAttempt"/>: the saga moved the invocation on to a newer
-/// attempt; the worker of the old one is killed.
+/// attempt; the worker of the old one is killed. <see cref="InstanceEcho"/>: this replica's own proof that the queue
+/// still delivers.
 /// </summary>
 sealed class ResumeInvocationConsumer(
     SlotPool slots,
     WorkerSupervisor supervisor,
     InvocationExecutor executor,
+    BrokerContact contact,
     IOptions<RunnerOptions> options,
     ILogger<ResumeInvocationConsumer> logger)
-    : IConsumer<ResumeInvocation>, IConsumer<AbandonAttempt>
+    : IConsumer<ResumeInvocation>, IConsumer<AbandonAttempt>, IConsumer<InstanceEcho>
 {
     public async Task Consume(ConsumeContext<ResumeInvocation> context)
     {
@@ -70,6 +73,12 @@ sealed class ResumeInvocationConsumer(
         {
             lease.Dispose();
         }
+    }
+
+    public Task Consume(ConsumeContext<InstanceEcho> context)
+    {
+        contact.EchoHeard();
+        return Task.CompletedTask;
     }
 
     public async Task Consume(ConsumeContext<AbandonAttempt> context)

@@ -22,4 +22,20 @@ public sealed class BrokerContact(IOptions<RunnerOptions> options, TimeProvider 
 
     /// <summary>True once the replica must have killed its own workers.</summary>
     public bool MustFence => Silence > options.Value.StaleAfter * 0.75;
+
+    long _echoTicks = time.GetUtcNow().UtcTicks;
+
+    /// <summary>An <see cref="InstanceEcho"/> came back through this replica's own queue.</summary>
+    public void EchoHeard() => Interlocked.Exchange(ref _echoTicks, time.GetUtcNow().UtcTicks);
+
+    /// <summary>How long since this replica's own queue last delivered its echo (or since start).</summary>
+    public TimeSpan EchoSilence => time.GetUtcNow() - new DateTimeOffset(Interlocked.Read(ref _echoTicks), TimeSpan.Zero);
+
+    /// <summary>
+    /// True when the broker takes this replica's heartbeats but its own queue has delivered nothing for
+    /// <see cref="RunnerOptions.StaleAfter"/>: its consumer did not come back (seen after partitions and broker
+    /// restarts), so resumes never reach its paused workers. Only a restart of the replica helps (its shutdown
+    /// reroutes them), so liveness and readiness fail.
+    /// </summary>
+    public bool OwnQueueDeaf => EchoSilence > options.Value.StaleAfter && Silence < options.Value.StaleAfter / 2;
 }

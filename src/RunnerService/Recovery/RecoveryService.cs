@@ -79,6 +79,11 @@ sealed class RecoveryService(
             {
                 return;
             }
+            if (contact.OwnQueueDeaf && time.GetUtcNow() - _deafLogged > _options.StaleAfter)
+            {
+                _deafLogged = time.GetUtcNow();
+                RecoveryLog.OwnQueueDeaf(logger, _options.InstanceQueue, contact.EchoSilence, supervisor.Sessions.Count(s => s.State == WorkerState.Paused));
+            }
             if (!contact.MustFence)
                 continue;
             var silent = contact.Silence;
@@ -94,6 +99,7 @@ sealed class RecoveryService(
     }
 
     static readonly TimeSpan FenceCheck = TimeSpan.FromSeconds(1);
+    DateTimeOffset _deafLogged = DateTimeOffset.MinValue;
 
     async Task HeartbeatAsync(CancellationToken stoppingToken)
     {
@@ -116,6 +122,8 @@ sealed class RecoveryService(
                     WorkersAlive = supervisor.Alive,
                 }, attempt.Token).ConfigureAwait(false);
                 contact.Confirmed();
+                var own = await bus.GetSendEndpoint(address).ConfigureAwait(false);
+                await own.Send(new InstanceEcho { Instance = _options.EffectiveInstanceId, At = time.GetUtcNow() }, attempt.Token).ConfigureAwait(false);
             }
             catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
             {
@@ -196,6 +204,10 @@ static partial class RecoveryLog
     [LoggerMessage(EventId = 303, EventName = "ResendingResume", Level = LogLevel.Warning,
         Message = "Invocation {InvocationId}: the saga answered wait {WaitSequence} {Since} ago, but no resume arrived; asking for it again")]
     public static partial void ResendingResume(ILogger logger, Guid invocationId, int waitSequence, TimeSpan since);
+
+    [LoggerMessage(EventId = 304, EventName = "OwnQueueDeaf", Level = LogLevel.Critical,
+        Message = "This replica's own queue {Queue} has delivered nothing for {Silence} while the broker takes its heartbeats: resumes cannot reach its {Paused} paused worker(s). Liveness and readiness fail until it delivers again; restart the replica (its shutdown reroutes them)")]
+    public static partial void OwnQueueDeaf(ILogger logger, string queue, TimeSpan silence, int paused);
 
     [LoggerMessage(EventId = 301, EventName = "RecoveryRoundFailed", Level = LogLevel.Warning,
         Message = "Heartbeat or recovery round failed; trying again next round")]

@@ -6,19 +6,28 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Options;
 using RunnerService.Hosting;
 using RunnerService.Processes;
+using RunnerService.Recovery;
 using RunnerService.Saga.Persistence;
 using RunnerService.Slots;
 
 namespace RunnerService.Status;
 
-/// <summary>Loopback HTTP: liveness, readiness (bus connected) and a status listing of the worker processes.</summary>
+/// <summary>
+/// Loopback HTTP: liveness (fails only when its own queue stopped delivering), readiness (bus connected, store
+/// answering, own queue delivering) and a status listing of the worker processes.
+/// </summary>
 public static class StatusEndpoints
 {
     public static IEndpointRouteBuilder MapRunnerStatus(this IEndpointRouteBuilder endpoints)
     {
-        endpoints.MapGet("/health/live", () => Results.Text("live"));
-        endpoints.MapGet("/health/ready", async (IBusControl bus, ISagaStore store, CancellationToken cancellationToken) =>
+        // A replica whose own queue stopped delivering cannot resume its paused workers; a restart reroutes them.
+        endpoints.MapGet("/health/live", (BrokerContact contact) => contact.OwnQueueDeaf
+            ? Results.Text(DeafText(contact), statusCode: StatusCodes.Status503ServiceUnavailable)
+            : Results.Text("live"));
+        endpoints.MapGet("/health/ready", async (IBusControl bus, ISagaStore store, BrokerContact contact, CancellationToken cancellationToken) =>
         {
+            if (contact.OwnQueueDeaf)
+                return Results.Text(DeafText(contact), statusCode: StatusCodes.Status503ServiceUnavailable);
             var health = bus.CheckHealth();
             if (health.Status != BusHealthStatus.Healthy)
                 return Results.Text($"not ready: bus {health.Status}: {health.Description}", statusCode: StatusCodes.Status503ServiceUnavailable);
@@ -53,4 +62,7 @@ public static class StatusEndpoints
         });
         return endpoints;
     }
+
+    static string DeafText(BrokerContact contact) =>
+        $"not live: this replica's own queue has delivered nothing for {contact.EchoSilence.TotalSeconds:F0} s while the broker takes its heartbeats";
 }

@@ -71,7 +71,6 @@ public sealed class RunnerProcess : IAsyncDisposable
         start.Environment["DOTNET_NOLOGO"] = "1";
         if (StockWorker.WorkerCommandOverride is { } worker)
             start.Environment["Runner__WorkerCommand"] = worker;
-        NoteStockWorkerOnce(output);
         foreach (var (key, value) in settings ?? new Dictionary<string, string>())
             start.Environment[key] = value;
 
@@ -86,17 +85,6 @@ public sealed class RunnerProcess : IAsyncDisposable
             throw;
         }
         return runner;
-    }
-
-    static int _stockWorkerNoted;
-
-    /// <summary>Which stock worker build this test run uses: once on the console, and in the output of the test that saw it first.</summary>
-    static void NoteStockWorkerOnce(ITestOutputHelper? output)
-    {
-        if (Interlocked.Exchange(ref _stockWorkerNoted, 1) != 0)
-            return;
-        Console.Error.WriteLine($"[integration tests] {StockWorker.Note}");
-        output?.WriteLine(StockWorker.Note);
     }
 
     async Task WaitUntilReadyAsync(TimeSpan timeout)

@@ -4,7 +4,9 @@ namespace RunnerService.IntegrationTests.Infrastructure;
 /// Which build of the stock worker the runners under test start, decided once per test run. The default is the
 /// service's own default: the Native AOT worker at worker/WorkerProcess next to the service (RunnerOptions.AotWorkerPath;
 /// deploy/local/publish-aot-worker.sh puts it there, run-tests.sh runs that first), so the tested path is the one users
-/// get. Without it, or when it is older than the worker's sources, the runners start the JIT build instead.
+/// get. Without it, or when it is older than the worker's sources, the runners start the JIT build instead, and
+/// <see cref="AotWorkerFactAttribute"/> tests are skipped with <see cref="Note"/> as the reason: that is how the test
+/// run's console says so.
 /// </summary>
 static class StockWorker
 {
@@ -15,38 +17,43 @@ static class StockWorker
 
     public static string JitPath => Path.Combine(RepoPaths.ServiceDirectory, "WorkerProcess");
 
-    static readonly Lazy<(string? Override, string Note)> Choice = new(Choose);
+    public static bool Required => Environment.GetEnvironmentVariable(RequireVariable) == "1";
+
+    /// <summary>Null when the AOT worker is there and up to date; else why not.</summary>
+    static readonly Lazy<string?> Unavailable = new(WhyNotAot);
+
+    public static bool RunsAot => Unavailable.Value is null;
 
     /// <summary>
     /// The <c>Runner__WorkerCommand</c> a runner needs so that it starts the chosen build, or null when the service's
-    /// default already picks it.
+    /// default already picks it. Throws when the AOT worker is required but cannot run.
     /// </summary>
-    public static string? WorkerCommandOverride => Choice.Value.Override;
-
-    /// <summary>One line saying which build runs and why; written once per test run (see RunnerProcess).</summary>
-    public static string Note => Choice.Value.Note;
-
-    static (string?, string) Choose()
+    public static string? WorkerCommandOverride
     {
-        string reason;
+        get
+        {
+            if (Unavailable.Value is not { } reason)
+                return null;
+            if (Required)
+                throw new InvalidOperationException($"{RequireVariable}=1 but {reason}: run deploy/local/publish-aot-worker.sh and build again");
+            // Absent: the service falls back to the JIT build by itself. Stale: name the JIT build explicitly.
+            return File.Exists(AotPath) ? JitPath : null;
+        }
+    }
+
+    /// <summary>One line saying which build runs and why.</summary>
+    public static string Note => Unavailable.Value is { } reason
+        ? $"stock worker: JIT ({JitPath}), because {reason}. Each invocation is ~8x slower; bash deploy/local/publish-aot-worker.sh " +
+          "publishes the AOT worker (deploy/local/run-tests.sh does it first)"
+        : $"stock worker: Native AOT ({AotPath})";
+
+    static string? WhyNotAot()
+    {
         if (!File.Exists(AotPath))
-        {
-            reason = $"no Native AOT worker at {AotPath}";
-        }
-        else
-        {
-            var built = File.GetLastWriteTimeUtc(AotPath);
-            var newer = WorkerSources().FirstOrDefault(f => File.GetLastWriteTimeUtc(f) > built);
-            if (newer is null)
-                return (null, $"stock worker: Native AOT ({AotPath})");
-            reason = $"the Native AOT worker at {AotPath} is older than {Path.GetRelativePath(RepoPaths.Root, newer)}";
-        }
-        if (Environment.GetEnvironmentVariable(RequireVariable) == "1")
-            throw new InvalidOperationException($"{RequireVariable}=1 but {reason}: run deploy/local/publish-aot-worker.sh and build again");
-        // Absent: the service falls back to the JIT build by itself. Stale: name the JIT build explicitly.
-        var command = File.Exists(AotPath) ? JitPath : null;
-        return (command, $"stock worker: JIT ({JitPath}), because {reason}. Each invocation is ~8x slower; " +
-            "bash deploy/local/publish-aot-worker.sh publishes the AOT worker (deploy/local/run-tests.sh does it first)");
+            return $"there is no Native AOT worker at {AotPath}";
+        var built = File.GetLastWriteTimeUtc(AotPath);
+        var newer = WorkerSources().FirstOrDefault(f => File.GetLastWriteTimeUtc(f) > built);
+        return newer is null ? null : $"the Native AOT worker at {AotPath} is older than {Path.GetRelativePath(RepoPaths.Root, newer)}";
     }
 
     /// <summary>Every file the stock worker is built from (its projects, the worker SDK, the contracts, the build props).</summary>
@@ -62,10 +69,24 @@ static class StockWorker
         {
             foreach (var path in Directory.EnumerateFiles(Path.Combine(RepoPaths.Root, folder), "*", SearchOption.AllDirectories))
             {
-                var relative = Path.GetRelativePath(RepoPaths.Root, path).Split(Path.DirectorySeparatorChar);
-                if (!relative.Contains("bin") && !relative.Contains("obj"))
+                var parts = Path.GetRelativePath(RepoPaths.Root, path).Split(Path.DirectorySeparatorChar);
+                if (!parts.Contains("bin") && !parts.Contains("obj"))
                     yield return path;
             }
         }
+    }
+}
+
+/// <summary>
+/// A test of the Native AOT worker itself: skipped, with <see cref="StockWorker.Note"/> as the reason, when the test
+/// run falls back to the JIT worker (never under run-tests.sh, which requires the AOT worker).
+/// </summary>
+[AttributeUsage(AttributeTargets.Method)]
+public sealed class AotWorkerFactAttribute : FactAttribute
+{
+    public AotWorkerFactAttribute()
+    {
+        if (!StockWorker.RunsAot && !StockWorker.Required)
+            Skip = StockWorker.Note;
     }
 }

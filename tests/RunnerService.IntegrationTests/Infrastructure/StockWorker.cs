@@ -4,9 +4,8 @@ namespace RunnerService.IntegrationTests.Infrastructure;
 /// Which build of the stock worker the runners under test start, decided once per test run. The default is the
 /// service's own default: the Native AOT worker at worker/WorkerProcess next to the service (RunnerOptions.AotWorkerPath;
 /// deploy/local/publish-aot-worker.sh puts it there, run-tests.sh runs that first), so the tested path is the one users
-/// get. Without it, or when it is older than the worker's sources, the runners start the JIT build instead, and
-/// <see cref="AotWorkerFactAttribute"/> tests are skipped with <see cref="Note"/> as the reason: that is how the test
-/// run's console says so.
+/// get. Without it, or when it is older than the worker's sources, the runners start the JIT build instead and
+/// <see cref="AotWorkerFactAttribute"/> tests are skipped. BrokerFixture prints <see cref="Note"/> once per run.
 /// </summary>
 static class StockWorker
 {

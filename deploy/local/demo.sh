@@ -4,7 +4,9 @@
 #
 # 1. starts the local broker (deploy/local/rabbitmq.sh, default ports: AMQP 5682,
 #    management http://127.0.0.1:15682/ guest/guest)
-# 2. builds RunnerService.sln (Release)
+# 2. publishes the stock worker as Native AOT (deploy/local/publish-aot-worker.sh, which installs clang and
+#    zlib1g-dev from apt when missing) and builds RunnerService.sln (Release), which puts it at
+#    worker/WorkerProcess next to the service: the service's default worker (docs/operations.md, "The worker build")
 # 3. starts the service in the background (Runner__Slots=2), log in $DEMO_DIR/service.log
 # 4. submits: echo (waits for the result), fail (waits, failure expected),
 #    50 x sleep {"ms":100}
@@ -80,6 +82,11 @@ fi
 eval "$(bash "$here/rabbitmq.sh" start)"
 echo "RABBITMQ_URL=$RABBITMQ_URL"
 echo "management UI: ${RABBITMQ_MANAGEMENT_URL} (guest/guest)"
+
+section "Publishing the stock worker as Native AOT"
+if ! bash "$here/publish-aot-worker.sh" >/dev/null; then
+    echo "could not publish the Native AOT worker: the demo runs the JIT worker, about 8x slower per invocation" >&2
+fi
 
 section "Building RunnerService.sln (Release)"
 dotnet build RunnerService.sln -c Release

@@ -11,6 +11,9 @@
 #   (deploy/local/postgres.sh; state in /tmp/runnerservice-test-postgres, 127.0.0.1:5452;
 #   override with RUNNER_TEST_PG_DIR / RUNNER_TEST_PG_PORT), exports RUNNER_TEST_POSTGRES
 #   (an Npgsql connection string) for the Category=Scale tests, and stops it again on exit.
+# - Publishes the stock worker as Native AOT first (deploy/local/publish-aot-worker.sh, ~40 s cold, ~3 s when
+#   unchanged), so the integration tests run the same worker the service runs by default
+#   (RUNNER_TEST_AOT_WORKER=0 skips it; the tests then run the JIT worker).
 # - Runs dotnet test on RunnerService.sln (Release) with a trx logger into
 #   TestResults/<timestamp>/, then prints the plain line `N passed, N failed`.
 # - Exits non-zero if dotnet test failed, any test failed, or no test passed.
@@ -63,6 +66,20 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+
+# The integration tests run the service's default worker, so the default path is the tested path: the stock worker
+# published as Native AOT (artifacts/aot-worker/WorkerProcess; building the service copies it to worker/WorkerProcess
+# next to it, where the default Runner:WorkerCommand picks it). RUNNER_TEST_REQUIRE_AOT_WORKER=1 makes a missing or
+# stale AOT worker fail the tests rather than fall back to the JIT one. RUNNER_TEST_AOT_WORKER=0 skips both.
+if [[ ${RUNNER_TEST_AOT_WORKER:-1} != 0 ]]; then
+    aot_started=$SECONDS
+    log "publishing the stock worker as Native AOT (deploy/local/publish-aot-worker.sh)"
+    bash "$here/publish-aot-worker.sh" >/dev/null
+    log "AOT worker published in $((SECONDS - aot_started)) s; the integration tests run it"
+    export RUNNER_TEST_REQUIRE_AOT_WORKER=1
+else
+    log "RUNNER_TEST_AOT_WORKER=0: the integration tests run whichever stock worker the build has (JIT unless published)"
+fi
 
 if [[ -z ${RABBITMQ_URL:-} ]]; then
     broker_env

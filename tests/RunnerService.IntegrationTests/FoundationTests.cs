@@ -59,6 +59,56 @@ public sealed class FoundationTests(BrokerFixture broker, ITestOutputHelper outp
     }
 
     [Fact]
+    public async Task The_jit_stock_worker_still_runs_plain_and_waiting_invocations_and_the_start_log_says_it_is_the_slow_one()
+    {
+        // The other tests run the default, the Native AOT worker when it is published; this keeps the JIT path covered.
+        await using var env = await RunnerEnvironment.StartAsync(broker, output, slots: 1,
+            new Dictionary<string, string> { ["Runner__WorkerCommand"] = StockWorker.JitPath });
+
+        var echo = await env.Bus.Client.RunAsync("echo", Json.Parse("{\"jit\":true}")).WaitAsync(Patience);
+        var fib = await env.Bus.Client.RunAsync("fib", Json.Parse("{\"n\":4}")).WaitAsync(Patience); // 9 processes, 4 waits
+
+        Assert.Equal(InvocationStatus.Succeeded, echo.Status);
+        Assert.True(echo.Result!.Value.GetProperty("jit").GetBoolean());
+        Assert.Equal(InvocationStatus.Succeeded, fib.Status);
+        Assert.Equal(3, fib.Result!.Value.GetInt32());
+        var notes = env.Runner.Output.Split('\n').Where(l => l.Contains("JIT build of the stock worker", StringComparison.Ordinal)).ToArray();
+        var note = Assert.Single(notes);
+        Assert.Contains(StockWorker.JitPath, note, StringComparison.Ordinal);
+        Assert.Contains("bash deploy/local/publish-aot-worker.sh", note, StringComparison.Ordinal);
+    }
+
+    [AotWorkerFact]
+    public async Task The_default_worker_is_the_native_aot_build_next_to_the_service()
+    {
+        await using var env = await RunnerEnvironment.StartAsync(broker, output, slots: 1);
+        var expected = StockWorker.AotPath;
+
+        var run = env.Bus.Client.RunAsync("sleep", Json.Parse("{\"ms\":3000}"));
+        static string? Executable(int pid)
+        {
+            try { return File.ResolveLinkTarget($"/proc/{pid}/exe", returnFinalTarget: false)?.FullName; }
+            catch (IOException) { return null; }
+        }
+        // Until it execs the worker, the child is a fork of the service (dotnet), then setsid.
+        var notYet = new[] { Executable(env.Runner.Pid), "/usr/bin/setsid", "/bin/setsid" };
+        string? executable = null;
+        var watch = Stopwatch.StartNew();
+        while (executable is null && watch.Elapsed < Patience)
+        {
+            executable = env.Runner.ChildPids().Select(Executable).FirstOrDefault(e => e is not null && !notYet.Contains(e));
+            await Task.Delay(10);
+        }
+        Assert.Equal(InvocationStatus.Succeeded, (await run.WaitAsync(Patience)).Status);
+
+        output.WriteLine($"worker executable: {executable}");
+        Assert.Equal(expected, executable);
+        var line = env.Runner.Output.Split('\n').Single(l => l.Contains("Workers: ", StringComparison.Ordinal));
+        Assert.Contains($"Workers: {expected}", line, StringComparison.Ordinal);
+        Assert.DoesNotContain("JIT", line, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task With_two_slots_the_broker_hands_out_two_messages_and_keeps_the_rest_ready()
     {
         const int total = 10;

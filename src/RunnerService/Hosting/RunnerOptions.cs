@@ -24,7 +24,10 @@ public sealed class RunnerOptions
     [Range(1, 4096)]
     public int MinSlots { get; set; } = 2;
 
-    /// <summary>The worker executable. Defaults to the stock WorkerProcess built next to the service.</summary>
+    /// <summary>
+    /// The worker executable. Unset: the stock worker next to the service, its Native AOT build
+    /// (<see cref="AotWorkerPath"/>) when present, else its JIT build (see <see cref="DefaultWorkerCommandIn"/>).
+    /// </summary>
     public string? WorkerCommand { get; set; }
 
     /// <summary>Arguments passed to the worker executable.</summary>
@@ -154,9 +157,33 @@ public sealed class RunnerOptions
 
     public string EffectiveInstanceId => string.IsNullOrWhiteSpace(InstanceId) ? Environment.MachineName.ToLowerInvariant() : InstanceId;
 
-    public string EffectiveWorkerCommand => string.IsNullOrWhiteSpace(WorkerCommand)
-        ? Path.Combine(AppContext.BaseDirectory, "WorkerProcess")
-        : WorkerCommand;
+    public string EffectiveWorkerCommand => string.IsNullOrWhiteSpace(WorkerCommand) ? DefaultWorkerCommand.Value : WorkerCommand;
+
+    /// <summary>
+    /// Where the stock worker's Native AOT build sits, relative to the service's folder: the layout of deploy/Dockerfile
+    /// (<c>/app/worker/WorkerProcess</c>) and of a local build (deploy/local/publish-aot-worker.sh writes
+    /// <c>artifacts/aot-worker/WorkerProcess</c>, and building the service copies it here).
+    /// </summary>
+    public static readonly string AotWorkerPath = Path.Combine("worker", "WorkerProcess");
+
+    /// <summary>The stock worker's JIT build, which the service's own build always puts next to it.</summary>
+    public static readonly string JitWorkerPath = "WorkerProcess";
+
+    // Looked up once: the spawn path reads EffectiveWorkerCommand for every worker.
+    static readonly Lazy<string> DefaultWorkerCommand = new(() => DefaultWorkerCommandIn(AppContext.BaseDirectory));
+
+    /// <summary>
+    /// The default worker for a service in <paramref name="serviceDirectory"/>: the Native AOT stock worker when it
+    /// is there (it starts in ~3 ms instead of ~80 ms; bench/RESULTS.md), else the JIT one.
+    /// </summary>
+    public static string DefaultWorkerCommandIn(string serviceDirectory)
+    {
+        var aot = Path.Combine(serviceDirectory, AotWorkerPath);
+        return File.Exists(aot) ? aot : Path.Combine(serviceDirectory, JitWorkerPath);
+    }
+
+    /// <summary>True when the worker is the JIT build of the stock worker next to the service, default or configured.</summary>
+    public bool RunsJitStockWorker => EffectiveWorkerCommand == Path.Combine(AppContext.BaseDirectory, JitWorkerPath);
 
     /// <summary>The replica's own queue, for resumes and control messages.</summary>
     public string InstanceQueue => $"runner-instance-{EffectiveInstanceId}";

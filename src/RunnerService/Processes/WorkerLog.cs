@@ -20,6 +20,15 @@ static partial class WorkerLog
         Message = "Workers run as user {User} (uid {Uid}, gid {Gid})")]
     public static partial void WorkerUser(ILogger logger, string user, uint uid, uint gid);
 
+    [LoggerMessage(EventId = 107, EventName = "WorkerCommand", Level = LogLevel.Information,
+        Message = "Workers: {Command}")]
+    public static partial void WorkerCommand(ILogger logger, string command);
+
+    // One line on purpose: the figures are bench/RESULTS.md's "Native AOT worker by default" section.
+    [LoggerMessage(EventId = 108, EventName = "JitStockWorker", Level = LogLevel.Warning,
+        Message = "Workers: {Command} is the JIT build of the stock worker, about 8x slower per invocation than its Native AOT build (2 slots, 2 cores: 15 against 122 echo invocations/s; bench/RESULTS.md). Publish the AOT worker with `bash deploy/local/publish-aot-worker.sh` and build the service again; with Runner:WorkerCommand unset it then runs worker/WorkerProcess next to it")]
+    public static partial void JitStockWorker(ILogger logger, string command);
+
     [LoggerMessage(EventId = 101, EventName = "KillingOnStop", Level = LogLevel.Warning,
         Message = "Stopping: killing worker pid {Pid} of invocation {InvocationId} ({TaskName}), state {State}")]
     public static partial void KillingOnStop(ILogger logger, int pid, Guid invocationId, string taskName, WorkerState state);

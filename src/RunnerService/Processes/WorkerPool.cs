@@ -61,6 +61,10 @@ sealed class WorkerPool : IDisposable
     /// </summary>
     public void Start()
     {
+        if (_options.RunsJitStockWorker)
+            WorkerLog.JitStockWorker(_logger, _options.EffectiveWorkerCommand);
+        else
+            WorkerLog.WorkerCommand(_logger, _options.EffectiveWorkerCommand);
         if (_setsid is null)
             WorkerLog.NoProcessGroups(_logger);
         if (_credentials is { } user)

@@ -3,6 +3,8 @@ using System.Net.Http.Headers;
 using System.Text;
 using RunnerService.TestSupport;
 using Testcontainers.RabbitMq;
+using Xunit.Abstractions;
+using Xunit.Sdk;
 
 namespace RunnerService.IntegrationTests.Infrastructure;
 
@@ -12,7 +14,7 @@ namespace RunnerService.IntegrationTests.Infrastructure;
 /// engine answers; else a private broker started here with deploy/local/rabbitmq.sh and stopped at the end.
 /// Tests isolate themselves with a virtual host each.
 /// </summary>
-public sealed class BrokerFixture : IAsyncLifetime
+public sealed class BrokerFixture(IMessageSink diagnostics) : IAsyncLifetime
 {
     const string LocalBrokerDir = "/tmp/runnerservice-fixture-broker";
     static readonly Dictionary<string, string> LocalBrokerPorts = new()
@@ -35,6 +37,8 @@ public sealed class BrokerFixture : IAsyncLifetime
 
     public async Task InitializeAsync()
     {
+        // Once per test run, on the console (xunit.runner.json: diagnosticMessages): which stock worker build runs.
+        diagnostics.OnMessage(new DiagnosticMessage(StockWorker.Note));
         var url = Environment.GetEnvironmentVariable("RABBITMQ_URL");
         if (!string.IsNullOrWhiteSpace(url))
         {

@@ -69,6 +69,8 @@ public sealed class RunnerProcess : IAsyncDisposable
         start.Environment["Runner__HttpUrl"] = $"http://127.0.0.1:{port}";
         start.Environment["Runner__InstanceId"] = instanceId ?? $"test-{Guid.NewGuid():N}"[..17];
         start.Environment["DOTNET_NOLOGO"] = "1";
+        if (StockWorker.WorkerCommandOverride is { } worker)
+            start.Environment["Runner__WorkerCommand"] = worker;
         foreach (var (key, value) in settings ?? new Dictionary<string, string>())
             start.Environment[key] = value;
 

@@ -1,4 +1,7 @@
 using MassTransit;
+using MassTransit.Middleware;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using RunnerService.Hosting;
 
@@ -29,6 +32,20 @@ sealed class RunInvocationConsumerDefinition : ConsumerDefinition<RunInvocationC
         // Replicated across a RabbitMQ cluster; the queue type cannot change once the queue exists.
         if (_quorum && endpointConfigurator is IRabbitMqReceiveEndpointConfigurator rabbit)
             rabbit.SetQuorumQueue();
-        // No retry filter: an invalid message faults once and MassTransit moves it to the error queue with the reason.
+        // Two body forms: a MassTransit envelope (its content type, or none) and the raw RunInvocation object
+        // (application/json), for publishers without MassTransit (docs/wire-format.md). Replies stay envelopes.
+        endpointConfigurator.UseRawJsonDeserializer(RawSerializerOptions.AnyMessageType, isDefault: false);
+        endpointConfigurator.UseFilter(new RequireRunInvocationFilter());
+        // No retry filter: a message that cannot run faults once. Its publisher gets a Failed completion when its id
+        // can be read, then MassTransit's own filters move it to the error queue with the reason.
+        // Resolved on first use: the executor needs the bus, which is being built right now.
+        var rejections = new RejectInvalidInvocationFilter(new Lazy<InvocationExecutor>(context.GetRequiredService<InvocationExecutor>),
+            context.GetRequiredService<ILoggerFactory>().CreateLogger<RunInvocationConsumer>());
+        endpointConfigurator.ConfigureError(error =>
+        {
+            error.UseFilter(rejections);
+            error.UseFilter(new GenerateFaultFilter());
+            error.UseFilter(new ErrorTransportFilter());
+        });
     }
 }

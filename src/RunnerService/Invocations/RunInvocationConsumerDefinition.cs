@@ -1,4 +1,5 @@
 using MassTransit;
+using MassTransit.Configuration;
 using MassTransit.Middleware;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
@@ -35,7 +36,8 @@ sealed class RunInvocationConsumerDefinition : ConsumerDefinition<RunInvocationC
         // Two body forms: a MassTransit envelope (its content type, or none) and the raw RunInvocation object
         // (application/json), for publishers without MassTransit (docs/wire-format.md). Replies stay envelopes.
         endpointConfigurator.UseRawJsonDeserializer(RawSerializerOptions.AnyMessageType, isDefault: false);
-        endpointConfigurator.UseFilter(new RequireRunInvocationFilter());
+        // Before the message-type router (a plain UseFilter would sit behind it, where a wrong type is never seen).
+        endpointConfigurator.AddPrePipeSpecification(new FilterPipeSpecification<ConsumeContext>(new RequireRunInvocationFilter()));
         // No retry filter: a message that cannot run faults once. Its publisher gets a Failed completion when its id
         // can be read, then MassTransit's own filters move it to the error queue with the reason.
         // Resolved on first use: the executor needs the bus, which is being built right now.

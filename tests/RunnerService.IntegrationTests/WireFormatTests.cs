@@ -40,6 +40,23 @@ public sealed class WireFormatTests(BrokerFixture broker, ITestOutputHelper outp
     }
 
     [Fact]
+    public async Task The_minimal_envelope_of_docs_wire_format_published_with_plain_amqp_still_runs()
+    {
+        await using var env = await RunnerEnvironment.StartAsync(broker, output, slots: 1);
+        var id = Guid.NewGuid();
+
+        await PublishAsync(env, $$$$"""
+            {"messageId":"{{{{Guid.NewGuid()}}}}","messageType":["urn:message:RunnerService.Contracts:RunInvocation"],
+             "message":{"invocationId":"{{{{id}}}}","taskName":"echo","arguments":{"form":"envelope"}}}
+            """, "application/vnd.masstransit+json");
+
+        var completed = await env.Bus.WaitForCompletedAsync(id, Patience);
+        Assert.Equal(InvocationStatus.Succeeded, completed.Status);
+        Assert.Equal("envelope", completed.Result!.Value.GetProperty("form").GetString());
+        Assert.True(completed.ProcessId > 0);
+    }
+
+    [Fact]
     public async Task Raw_json_takes_field_names_in_any_case_and_a_timeout_as_seconds_or_as_hh_mm_ss()
     {
         await using var env = await RunnerEnvironment.StartAsync(broker, output, slots: 4);

@@ -6,12 +6,16 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Options;
 using RunnerService.Hosting;
 using RunnerService.Processes;
+using RunnerService.Saga;
 using RunnerService.Saga.Persistence;
 using RunnerService.Slots;
 
 namespace RunnerService.Status;
 
-/// <summary>Loopback HTTP: liveness, readiness (bus connected) and a status listing of the worker processes.</summary>
+/// <summary>
+/// Loopback HTTP: liveness, readiness (bus connected), a status listing of the worker processes, and one invocation's
+/// saga record (read-only).
+/// </summary>
 public static class StatusEndpoints
 {
     public static IEndpointRouteBuilder MapRunnerStatus(this IEndpointRouteBuilder endpoints)
@@ -51,6 +55,12 @@ public static class StatusEndpoints
                 })],
             }, StatusJsonContext.Default.RunnerStatus);
         });
+        // What the CLI's `status` shows (the same InvocationStatusReport), read from the saga store like the
+        // GetInvocationStatus consumer does: no lock, no write. 404 when the saga has no record of the id.
+        endpoints.MapGet("/invocations/{id:guid}", async (Guid id, ISagaStore store, CancellationToken cancellationToken) =>
+            await store.ReadAsync(id, cancellationToken) is { } stored
+                ? Results.Json(InvocationStateMachine.Report(InvocationSagaRepositoryContextFactory.Deserialize(stored)), StatusJsonContext.Default.InvocationStatusReport)
+                : Results.NotFound());
         return endpoints;
     }
 }

@@ -135,6 +135,25 @@ public sealed class WireFormatTests(BrokerFixture broker, ITestOutputHelper outp
     }
 
     [Fact]
+    public async Task A_task_waiting_for_an_invocation_that_is_rejected_gets_its_InvalidInvocation_failure()
+    {
+        await using var env = await RunnerEnvironment.StartAsync(broker, output, slots: 1);
+        var rejected = Guid.NewGuid();
+        var waiter = env.Bus.Client.RunAsync("wait_for", Json.Parse($$"""{"invocationId":"{{rejected}}","catch":true}"""));
+        await TestBus.PollAsync(() => env.Bus.Waiting.FirstOrDefault(w => w.WaitingFor.Contains(rejected)), Patience, "the waiter's wait");
+
+        await PublishAsync(env, $$"""{"invocationId":"{{rejected}}","taskName":"echo","maxAttempts":"many"}""");
+
+        // The rejection's completion reaches the saga like any other: the paused waiter is resumed with the failure.
+        var completed = await waiter.WaitAsync(Patience);
+        output.WriteLine($"{completed.Status}: {completed.Result}");
+        Assert.Equal(InvocationStatus.Succeeded, completed.Status);
+        var caught = completed.Result!.Value.GetProperty("caught");
+        Assert.Equal(InvocationErrorTypes.InvalidInvocation, caught.GetProperty("type").GetString());
+        Assert.Contains("maxAttempts", caught.GetProperty("message").GetString(), StringComparison.OrdinalIgnoreCase);
+    }
+
+    [Fact]
     public async Task Garbage_with_no_readable_id_lands_in_the_error_queue_with_a_reason_and_the_service_goes_on()
     {
         await using var env = await RunnerEnvironment.StartAsync(broker, output, slots: 1);

@@ -27,7 +27,11 @@ public record RunInvocation
     /// </summary>
     public int? ParentAttempt { get; init; }
 
-    /// <summary>Run-time limit; null takes the runner's configured default.</summary>
+    /// <summary>
+    /// Run-time limit; null takes the runner's configured default. On the wire either <c>"hh:mm:ss"</c> or a number of
+    /// seconds (see <see cref="TimeoutJsonConverter"/>).
+    /// </summary>
+    [System.Text.Json.Serialization.JsonConverter(typeof(TimeoutJsonConverter))]
     public TimeSpan? Timeout { get; init; }
 
     /// <summary>

@@ -375,8 +375,8 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, IOptions<
         publisher.Publish(invocation with { Attempt = attempt + 1, SubmittedAt = DateTimeOffset.UtcNow }, cancellationToken);
 
     /// <summary>Publishes the single Failed completion of a message that cannot run at all.</summary>
-    public Task PublishRejectedAsync(ConsumeContext<RunInvocation> context, string reason) =>
-        PublishCompletedAsync(context, context.Message, 1, 0, TimeSpan.Zero, TimeSpan.Zero,
+    public Task PublishRejectedAsync(RunInvocation invocation, string reason) =>
+        PublishCompletedAsync(bus, invocation, 1, 0, TimeSpan.Zero, TimeSpan.Zero,
             SessionOutcome.Failed(InvocationErrorTypes.InvalidInvocation, reason));
 
     async Task PublishCompletedAsync(IPublishEndpoint publisher, RunInvocation invocation, int attempt, int pid, TimeSpan queuedFor, TimeSpan runFor, SessionOutcome.Final final)

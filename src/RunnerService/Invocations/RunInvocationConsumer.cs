@@ -26,16 +26,10 @@ sealed class RunInvocationConsumer(
     public async Task Consume(ConsumeContext<RunInvocation> context)
     {
         var invocation = context.Message;
-        var invalid = InvocationValidator.Validate(invocation, options.Value);
-        if (invalid is not null)
-        {
-            InvocationLog.Rejected(logger, invocation.InvocationId, invalid);
-            RunnerMetrics.PoisonMessage("invalid");
-            if (invocation.InvocationId != Guid.Empty)
-                await executor.PublishRejectedAsync(context, invalid).ConfigureAwait(false);
-            // Moves the message to the error queue with the reason in its fault headers.
+        // The endpoint's error pipe publishes the InvalidInvocation completion and moves the message to the error
+        // queue with the reason (RejectInvalidInvocationFilter), as for a body that does not read as a RunInvocation.
+        if (InvocationValidator.Validate(invocation, options.Value) is { } invalid)
             throw new InvalidInvocationException(invalid);
-        }
 
         if (shutdown.IsStopping)
         {

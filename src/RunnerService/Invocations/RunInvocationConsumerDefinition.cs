@@ -1,4 +1,8 @@
 using MassTransit;
+using MassTransit.Configuration;
+using MassTransit.Middleware;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using RunnerService.Hosting;
 
@@ -29,6 +33,21 @@ sealed class RunInvocationConsumerDefinition : ConsumerDefinition<RunInvocationC
         // Replicated across a RabbitMQ cluster; the queue type cannot change once the queue exists.
         if (_quorum && endpointConfigurator is IRabbitMqReceiveEndpointConfigurator rabbit)
             rabbit.SetQuorumQueue();
-        // No retry filter: an invalid message faults once and MassTransit moves it to the error queue with the reason.
+        // Two body forms: a MassTransit envelope (its content type, or none) and the raw RunInvocation object
+        // (application/json), for publishers without MassTransit (docs/wire-format.md). Replies stay envelopes.
+        endpointConfigurator.UseRawJsonDeserializer(RawSerializerOptions.AnyMessageType, isDefault: false);
+        // Before the message-type router (a plain UseFilter would sit behind it, where a wrong type is never seen).
+        endpointConfigurator.AddPrePipeSpecification(new FilterPipeSpecification<ConsumeContext>(new RequireRunInvocationFilter()));
+        // No retry filter: a message that cannot run faults once. Its publisher gets a Failed completion when its id
+        // can be read, then MassTransit's own filters move it to the error queue with the reason.
+        // Resolved on first use: the executor needs the bus, which is being built right now.
+        var rejections = new RejectInvalidInvocationFilter(new Lazy<InvocationExecutor>(context.GetRequiredService<InvocationExecutor>),
+            context.GetRequiredService<ILoggerFactory>().CreateLogger<RunInvocationConsumer>());
+        endpointConfigurator.ConfigureError(error =>
+        {
+            error.UseFilter(rejections);
+            error.UseFilter(new GenerateFaultFilter());
+            error.UseFilter(new ErrorTransportFilter());
+        });
     }
 }

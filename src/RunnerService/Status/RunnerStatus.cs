@@ -27,4 +27,5 @@ public sealed record WorkerStatus
 
 [JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase)]
 [JsonSerializable(typeof(RunnerStatus))]
+[JsonSerializable(typeof(Contracts.InvocationStatusReport))]
 partial class StatusJsonContext : JsonSerializerContext;

@@ -7,6 +7,7 @@ using Microsoft.Extensions.Options;
 using RunnerService.Hosting;
 using RunnerService.Processes;
 using RunnerService.Recovery;
+using RunnerService.Saga;
 using RunnerService.Saga.Persistence;
 using RunnerService.Slots;
 
@@ -14,7 +15,8 @@ namespace RunnerService.Status;
 
 /// <summary>
 /// Loopback HTTP: liveness (fails only when its own queue stopped delivering), readiness (bus connected, store
-/// answering, own queue delivering) and a status listing of the worker processes.
+/// answering, own queue delivering), a status listing of the worker processes, and one invocation's saga record
+/// (read-only).
 /// </summary>
 public static class StatusEndpoints
 {
@@ -60,6 +62,12 @@ public static class StatusEndpoints
                 })],
             }, StatusJsonContext.Default.RunnerStatus);
         });
+        // What the CLI's `status` shows (the same InvocationStatusReport), read from the saga store like the
+        // GetInvocationStatus consumer does: no lock, no write. 404 when the saga has no record of the id.
+        endpoints.MapGet("/invocations/{id:guid}", async (Guid id, ISagaStore store, CancellationToken cancellationToken) =>
+            await store.ReadAsync(id, cancellationToken) is { } stored
+                ? Results.Json(InvocationStateMachine.Report(InvocationSagaRepositoryContextFactory.Deserialize(stored)), StatusJsonContext.Default.InvocationStatusReport)
+                : Results.NotFound());
         return endpoints;
     }
 

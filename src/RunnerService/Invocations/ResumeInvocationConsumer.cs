@@ -28,6 +28,7 @@ sealed class ResumeInvocationConsumer(
 {
     public async Task Consume(ConsumeContext<ResumeInvocation> context)
     {
+        using var busy = contact.OwnQueueConsume();
         var message = context.Message;
         if (!supervisor.TryGet(message.InvocationId, out var session) || session.Attempt != message.Attempt)
         {
@@ -83,6 +84,7 @@ sealed class ResumeInvocationConsumer(
 
     public async Task Consume(ConsumeContext<AbandonAttempt> context)
     {
+        using var busy = contact.OwnQueueConsume();
         var message = context.Message;
         if (await supervisor.AbandonAsync(message.InvocationId, message.Attempt).ConfigureAwait(false))
             InvocationLog.Abandoned(logger, message.InvocationId, message.Attempt, message.Reason);

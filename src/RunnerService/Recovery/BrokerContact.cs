@@ -25,17 +25,45 @@ public sealed class BrokerContact(IOptions<RunnerOptions> options, TimeProvider 
 
     long _echoTicks = time.GetUtcNow().UtcTicks;
 
-    /// <summary>An <see cref="InstanceEcho"/> came back through this replica's own queue.</summary>
+    int _ownQueueConsumes;
+
+    /// <summary>Something (an <see cref="InstanceEcho"/>, a resume, an abandon) came through this replica's own queue.</summary>
     public void EchoHeard() => Interlocked.Exchange(ref _echoTicks, time.GetUtcNow().UtcTicks);
+
+    /// <summary>
+    /// A consume on the own queue begins; dispose when it ends. While any runs (resumes wait there for a slot, for as
+    /// long as running work holds the slots), an echo may wait behind them in the prefetch: the queue is busy, not deaf.
+    /// </summary>
+    public IDisposable OwnQueueConsume()
+    {
+        EchoHeard();
+        Interlocked.Increment(ref _ownQueueConsumes);
+        return new Ended(this);
+    }
+
+    sealed class Ended(BrokerContact contact) : IDisposable
+    {
+        int _done;
+
+        public void Dispose()
+        {
+            if (Interlocked.Exchange(ref _done, 1) == 0)
+            {
+                Interlocked.Decrement(ref contact._ownQueueConsumes);
+                contact.EchoHeard();
+            }
+        }
+    }
 
     /// <summary>How long since this replica's own queue last delivered its echo (or since start).</summary>
     public TimeSpan EchoSilence => time.GetUtcNow() - new DateTimeOffset(Interlocked.Read(ref _echoTicks), TimeSpan.Zero);
 
     /// <summary>
     /// True when the broker takes this replica's heartbeats but its own queue has delivered nothing for
-    /// <see cref="RunnerOptions.StaleAfter"/>: its consumer did not come back (seen after partitions and broker
+    /// <see cref="RunnerOptions.StaleAfter"/>, and no consume of it is in progress: its consumer did not come back (seen after partitions and broker
     /// restarts), so resumes never reach its paused workers. Only a restart of the replica helps (its shutdown
     /// reroutes them), so liveness and readiness fail.
     /// </summary>
-    public bool OwnQueueDeaf => EchoSilence > options.Value.StaleAfter && Silence < options.Value.StaleAfter / 2;
+    public bool OwnQueueDeaf => EchoSilence > options.Value.StaleAfter && Silence < options.Value.StaleAfter / 2
+        && Volatile.Read(ref _ownQueueConsumes) == 0;
 }

@@ -1,0 +1,44 @@
+using Microsoft.Extensions.Options;
+using RunnerService.Hosting;
+using RunnerService.Recovery;
+
+namespace RunnerService.Tests;
+
+[Trait("Category", "Unit")]
+public sealed class BrokerContactTests
+{
+    sealed class ManualClock : TimeProvider
+    {
+        public DateTimeOffset Now { get; set; } = new(2026, 11, 29, 12, 0, 0, TimeSpan.Zero);
+
+        public override DateTimeOffset GetUtcNow() => Now;
+    }
+
+    [Fact]
+    public void The_own_queue_is_deaf_only_when_heartbeats_go_out_nothing_comes_back_and_no_consume_is_in_progress()
+    {
+        var clock = new ManualClock();
+        var contact = new BrokerContact(Options.Create(new RunnerOptions { StaleAfter = TimeSpan.FromSeconds(15) }), clock);
+
+        clock.Now += TimeSpan.FromSeconds(20);
+        Assert.False(contact.OwnQueueDeaf); // no heartbeat confirmed either: an outage, which the fence covers
+        contact.Confirmed();
+        Assert.True(contact.OwnQueueDeaf);
+
+        // A resume waiting for a slot holds its consume; an echo may wait behind it.
+        var busy = contact.OwnQueueConsume();
+        Assert.False(contact.OwnQueueDeaf);
+        clock.Now += TimeSpan.FromSeconds(30);
+        contact.Confirmed();
+        Assert.False(contact.OwnQueueDeaf);
+        busy.Dispose();
+        busy.Dispose();
+        Assert.False(contact.OwnQueueDeaf); // its end counts as delivery
+
+        clock.Now += TimeSpan.FromSeconds(16);
+        contact.Confirmed();
+        Assert.True(contact.OwnQueueDeaf);
+        contact.EchoHeard();
+        Assert.False(contact.OwnQueueDeaf);
+    }
+}

@@ -362,14 +362,6 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, IOptions<
         return delay < _options.MaxRetryDelay ? delay : _options.MaxRetryDelay;
     }
 
-    /// <summary>
-    /// A run this replica killed to fence itself: published again as the next attempt once the broker takes it. Its
-    /// delivery may be acknowledged when the connection comes back, and the saga may never have heard of it; a peer's
-    /// recovery may reroute it too, and the saga's claim lets only one of the two run.
-    /// </summary>
-    public Task RerouteReliablyAsync(RunInvocation invocation, int attempt) =>
-        PublishReliablyAsync(bus, invocation.InvocationId, invocation with { Attempt = attempt + 1, SubmittedAt = time.GetUtcNow() });
-
     /// <summary>Runs the invocation again, as a new attempt, on whichever replica takes it (shutdown, recovery).</summary>
     public Task RerouteAsync(IPublishEndpoint publisher, RunInvocation invocation, int attempt, CancellationToken cancellationToken) =>
         publisher.Publish(invocation with { Attempt = attempt + 1, SubmittedAt = DateTimeOffset.UtcNow }, cancellationToken);

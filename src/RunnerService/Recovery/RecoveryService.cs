@@ -3,7 +3,6 @@ using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using RunnerService.Hosting;
-using RunnerService.Invocations;
 using RunnerService.Processes;
 using RunnerService.Saga;
 using RunnerService.Saga.Messages;
@@ -27,7 +26,6 @@ sealed class RecoveryService(
     IOptions<RunnerOptions> options,
     TimeProvider time,
     BrokerContact contact,
-    InvocationExecutor executor,
     ILogger<RecoveryService> logger) : BackgroundService
 {
     static readonly string[] OwnedStates = ["Running", "Waiting", "Resuming"];
@@ -89,11 +87,11 @@ sealed class RecoveryService(
             var silent = contact.Silence;
             foreach (var session in supervisor.Sessions.ToArray())
             {
+                // Nothing is published again from here: a running invocation comes back by the broker's redelivery
+                // (its delivery died with the connection), a tracked one by the peers' recovery. A newer attempt
+                // published here would supersede a peer's legitimate takeover of the same attempt and run beside it.
                 if (await supervisor.AbandonAsync(session.InvocationId, session.Attempt).ConfigureAwait(false))
-                {
                     RecoveryLog.Fenced(logger, session.InvocationId, session.Attempt, session.Pid, silent);
-                    executor.Observe(executor.RerouteReliablyAsync(session.Invocation, session.Attempt));
-                }
             }
         }
     }

@@ -106,10 +106,10 @@ sealed class RecoveryService(
         {
             try
             {
-                // Each attempt has its own limit: a publish on a connection that died unnoticed would wait for its
-                // confirm for ever, and this replica's view of its own contact would stop moving.
-                using var attempt = CancellationTokenSource.CreateLinkedTokenSource(stoppingToken);
-                attempt.CancelAfter(_options.HeartbeatInterval * 2);
+                // No time limit of its own: cancelling a publish while the bus re-declares its topology after a
+                // reconnect faulted the channel again, every time, while the intake gate held the consumes the
+                // reconnect waits for (CI: the broker-restart test never regained contact). A stuck publish shows as
+                // silence, which fences and stops intake, the safe side.
                 await bus.Publish(new RunnerHeartbeat
                 {
                     Instance = _options.EffectiveInstanceId,
@@ -118,10 +118,10 @@ sealed class RecoveryService(
                     SlotsTotal = slots.Total,
                     SlotsBusy = slots.Busy,
                     WorkersAlive = supervisor.Alive,
-                }, attempt.Token).ConfigureAwait(false);
+                }, stoppingToken).ConfigureAwait(false);
                 contact.Confirmed();
                 var own = await bus.GetSendEndpoint(address).ConfigureAwait(false);
-                await own.Send(new InstanceEcho { Instance = _options.EffectiveInstanceId, At = time.GetUtcNow() }, attempt.Token).ConfigureAwait(false);
+                await own.Send(new InstanceEcho { Instance = _options.EffectiveInstanceId, At = time.GetUtcNow() }, stoppingToken).ConfigureAwait(false);
             }
             catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
             {

@@ -10,7 +10,7 @@ static class DeliveryHold
     /// timeout must not fire) and no longer than the delivery lives: when the channel is lost MassTransit cancels the
     /// delivery and waits for the consume to return before the connection can be rebuilt, so holding on would stall
     /// every publish of this replica. True when the run ended first; otherwise the run goes on without its delivery
-    /// (logged), and it owns its own clean-up, unless the caller stops it (an untracked run whose delivery was lost).
+    /// (logged), and it owns its own clean-up.
     /// </summary>
     public static async Task<bool> HoldAsync(Task running, TimeSpan holdLimit, CancellationToken delivery, ILogger logger, Guid invocationId)
     {

@@ -62,7 +62,7 @@ static partial class InvocationLog
     public static partial void HandedOff(ILogger logger, Guid invocationId, TimeSpan holdLimit);
 
     [LoggerMessage(EventId = 18, EventName = "DeliveryLost", Level = LogLevel.Warning,
-        Message = "Invocation {InvocationId}: its delivery was cancelled (the broker connection was lost); a run the saga knows goes on and its redelivery will be recognised, an untracked one is stopped")]
+        Message = "Invocation {InvocationId}: its delivery was cancelled (the broker connection was lost); the run goes on and a redelivery will be recognised")]
     public static partial void DeliveryLost(ILogger logger, Guid invocationId);
 
     [LoggerMessage(EventId = 19, EventName = "AlreadyFinishedHere", Level = LogLevel.Information,

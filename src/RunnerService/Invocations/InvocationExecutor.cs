@@ -141,21 +141,6 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, IOptions<
             StartedAt = s.StartedAt,
         }));
 
-    /// <summary>
-    /// Stops a run whose delivery was lost before the saga heard of it. The broker redelivers that delivery, maybe to a
-    /// peer, and the saga, knowing no owner, lets the peer run it: two live attempts. So it is killed here at once and
-    /// not remembered as finished; the redelivery runs it again, here or there. True when it was stopped.
-    /// </summary>
-    public async Task<bool> StopUntrackedAsync(Guid invocationId, int attempt)
-    {
-        if (!supervisor.TryGet(invocationId, out var session) || session.Attempt != attempt || session.IsTracked)
-            return false;
-        if (!await supervisor.AbandonAsync(invocationId, attempt).ConfigureAwait(false))
-            return false;
-        InvocationLog.UntrackedRunStopped(logger, invocationId, attempt, session.Pid);
-        return true;
-    }
-
     /// <summary>Tracks a new run that has neither ended nor waited within <see cref="RunnerOptions.TrackAfter"/>.</summary>
     async Task TrackWhenLongAsync(WorkerSession session, Task running)
     {

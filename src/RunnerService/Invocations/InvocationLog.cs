@@ -89,10 +89,6 @@ static partial class InvocationLog
         Message = "Work that went on without its delivery failed")]
     public static partial void BackgroundFailed(ILogger logger, Exception exception);
 
-    [LoggerMessage(EventId = 34, EventName = "UntrackedRunStopped", Level = LogLevel.Warning,
-        Message = "Invocation {InvocationId} attempt {Attempt}: its delivery was lost before the saga knew of the run; worker (pid {Pid}) killed so that the redelivery never runs beside it")]
-    public static partial void UntrackedRunStopped(ILogger logger, Guid invocationId, int attempt, int pid);
-
     [LoggerMessage(EventId = 30, EventName = "AttemptAbandoned", Level = LogLevel.Warning,
         Message = "Invocation {InvocationId} attempt {Attempt}: worker killed, nothing rerouted ({Reason})")]
     public static partial void Abandoned(ILogger logger, Guid invocationId, int attempt, string reason);

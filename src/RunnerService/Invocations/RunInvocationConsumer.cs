@@ -78,13 +78,6 @@ sealed class RunInvocationConsumer(
             // check) is the invocation's durable owner, exactly as for a paused one. A lost channel ends the hold too.
             if (await DeliveryHold.HoldAsync(running, options.Value.DeliveryHoldLimit, context.CancellationToken, logger, invocation.InvocationId).ConfigureAwait(false))
                 return;
-            if (context.CancellationToken.IsCancellationRequested && await executor.StopUntrackedAsync(invocation.InvocationId, attempt).ConfigureAwait(false))
-            {
-                // Its driver ends as Aborted and lets go of the claim before this consume returns, so the redelivery
-                // (which cannot come before MassTransit rebuilds the channel) finds nothing held here.
-                await running.ContinueWith(static _ => { }, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default).ConfigureAwait(false);
-                return;
-            }
             executor.Observe(running);
             await executor.TrackReleasedRunAsync(invocation.InvocationId, context.CancellationToken).ConfigureAwait(false);
             claimed = false; // the background run releases the claim when it ends

@@ -88,16 +88,6 @@ sealed class WorkerSession
     readonly Lock _trackLock = new();
     Task? _tracking;
 
-    /// <summary>Whether the saga has recorded this attempt (its track publish was confirmed).</summary>
-    public bool IsTracked
-    {
-        get
-        {
-            lock (_trackLock)
-                return _tracking is { IsCompletedSuccessfully: true };
-        }
-    }
-
     /// <summary>Claims the final outcome for the driver; false if the service aborted the session first.</summary>
     public bool TryClaimFinal() => Interlocked.CompareExchange(ref _end, 1, 0) != 2;
 

@@ -38,26 +38,8 @@ sealed class RecoveryService(
         await Task.WhenAll(HeartbeatAsync(stoppingToken), CheckLoopAsync(stoppingToken), FenceAsync(stoppingToken)).ConfigureAwait(false);
     }
 
-    async Task CheckLoopAsync(CancellationToken stoppingToken)
-    {
-        while (!stoppingToken.IsCancellationRequested)
-        {
-            try
-            {
-                await Task.Delay(_options.RecoveryInterval, time, stoppingToken).ConfigureAwait(false);
-                await CheckAsync(stoppingToken).ConfigureAwait(false);
-            }
-            catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
-            {
-                break;
-            }
-            catch (Exception ex)
-            {
-                // The broker or the store may be away for a moment; the next round tries again.
-                RecoveryLog.RoundFailed(logger, ex);
-            }
-        }
-    }
+    Task CheckLoopAsync(CancellationToken stoppingToken) =>
+        new Rounds("recovery check", CheckAsync, _options.RecoveryInterval, _options.RecoveryInterval, time, logger).RunAsync(waitFirst: true, stoppingToken);
 
     /// <summary>
     /// Self-fencing: peers presume this replica gone after <see cref="RunnerOptions.StaleAfter"/> plus a heartbeat
@@ -99,48 +81,25 @@ sealed class RecoveryService(
     static readonly TimeSpan FenceCheck = TimeSpan.FromSeconds(1);
     DateTimeOffset _deafLogged = DateTimeOffset.MinValue;
 
-    async Task HeartbeatAsync(CancellationToken stoppingToken)
+    Task HeartbeatAsync(CancellationToken stoppingToken) =>
+        new Rounds("heartbeat", BeatAsync, _options.HeartbeatInterval, _options.HeartbeatInterval / 2, time, logger).RunAsync(waitFirst: false, stoppingToken);
+
+    /// <summary>One heartbeat: published to the peers, then echoed through this replica's own queue.</summary>
+    async Task BeatAsync(CancellationToken stoppingToken)
     {
         var address = new Uri($"queue:{_options.InstanceQueue}");
-        while (!stoppingToken.IsCancellationRequested)
+        await bus.Publish(new RunnerHeartbeat
         {
-            try
-            {
-                // No time limit of its own: cancelling a publish while the bus re-declares its topology after a
-                // reconnect faulted the channel again, every time, while the intake gate held the consumes the
-                // reconnect waits for (CI: the broker-restart test never regained contact). A stuck publish shows as
-                // silence, which fences and stops intake, the safe side.
-                await bus.Publish(new RunnerHeartbeat
-                {
-                    Instance = _options.EffectiveInstanceId,
-                    Address = address,
-                    At = time.GetUtcNow(),
-                    SlotsTotal = slots.Total,
-                    SlotsBusy = slots.Busy,
-                    WorkersAlive = supervisor.Alive,
-                }, stoppingToken).ConfigureAwait(false);
-                contact.Confirmed();
-                var own = await bus.GetSendEndpoint(address).ConfigureAwait(false);
-                await own.Send(new InstanceEcho { Instance = _options.EffectiveInstanceId, At = time.GetUtcNow() }, stoppingToken).ConfigureAwait(false);
-            }
-            catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
-            {
-                break;
-            }
-            catch (Exception ex)
-            {
-                // The broker or the store may be away for a moment; the next round tries again.
-                RecoveryLog.RoundFailed(logger, ex);
-            }
-            try
-            {
-                await Task.Delay(_options.HeartbeatInterval, time, stoppingToken).ConfigureAwait(false);
-            }
-            catch (OperationCanceledException)
-            {
-                break;
-            }
-        }
+            Instance = _options.EffectiveInstanceId,
+            Address = address,
+            At = time.GetUtcNow(),
+            SlotsTotal = slots.Total,
+            SlotsBusy = slots.Busy,
+            WorkersAlive = supervisor.Alive,
+        }, stoppingToken).ConfigureAwait(false);
+        contact.Confirmed();
+        var own = await bus.GetSendEndpoint(address).ConfigureAwait(false);
+        await own.Send(new InstanceEcho { Instance = _options.EffectiveInstanceId, At = time.GetUtcNow() }, stoppingToken).ConfigureAwait(false);
     }
 
     async Task CheckAsync(CancellationToken cancellationToken)
@@ -206,6 +165,10 @@ static partial class RecoveryLog
     [LoggerMessage(EventId = 304, EventName = "OwnQueueDeaf", Level = LogLevel.Critical,
         Message = "This replica's own queue {Queue} has delivered nothing for {Silence} while the broker takes its heartbeats: resumes cannot reach its {Paused} paused worker(s). Liveness and readiness fail until it delivers again; restart the replica (its shutdown reroutes them)")]
     public static partial void OwnQueueDeaf(ILogger logger, string queue, TimeSpan silence, int paused);
+
+    [LoggerMessage(EventId = 305, EventName = "RoundUnfinished", Level = LogLevel.Warning,
+        Message = "A {Round} round has not ended after {Waited} (a publish whose confirm never came, a stuck store call); the next one starts now without it ({Pending} left to end on their own)")]
+    public static partial void RoundUnfinished(ILogger logger, string round, TimeSpan waited, int pending);
 
     [LoggerMessage(EventId = 301, EventName = "RecoveryRoundFailed", Level = LogLevel.Warning,
         Message = "Heartbeat or recovery round failed; trying again next round")]

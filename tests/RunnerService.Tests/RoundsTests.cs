@@ -1,0 +1,61 @@
+using Microsoft.Extensions.Logging.Abstractions;
+using RunnerService.Recovery;
+
+namespace RunnerService.Tests;
+
+[Trait("Category", "Unit")]
+public sealed class RoundsTests
+{
+    [Fact]
+    public async Task A_beat_whose_confirm_never_comes_does_not_silence_the_beats_after_it()
+    {
+        // RabbitMQ.Client 7.2 can lose the confirm of a publish in flight across a broker restart: that publish never
+        // ends (until the stop cancels it), though the connection is back and new publishes go through.
+        var beats = 0;
+        var confirmed = 0;
+        var lost = new TaskCompletionSource();
+        var heartbeat = new Rounds("heartbeat", ct =>
+        {
+            if (Interlocked.Increment(ref beats) == 1)
+                return lost.Task.WaitAsync(ct);
+            Interlocked.Increment(ref confirmed);
+            return Task.CompletedTask;
+        }, TimeSpan.FromMilliseconds(100), TimeSpan.FromMilliseconds(50), TimeProvider.System, NullLogger.Instance);
+
+        using var stop = new CancellationTokenSource();
+        var running = heartbeat.RunAsync(waitFirst: false, stop.Token);
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(10);
+        while (Volatile.Read(ref confirmed) < 3 && DateTime.UtcNow < deadline)
+            await Task.Delay(20);
+        var confirmedBeforeStop = Volatile.Read(ref confirmed);
+        stop.Cancel();
+        await running.WaitAsync(TimeSpan.FromSeconds(10));
+
+        Assert.True(confirmedBeforeStop >= 3, $"only {confirmedBeforeStop} beat(s) confirmed after the one whose confirm was lost");
+    }
+
+    [Fact]
+    public async Task Beats_that_confirm_go_out_one_per_interval_never_overlapping()
+    {
+        var inFlight = 0;
+        var overlapped = false;
+        var beats = 0;
+        var heartbeat = new Rounds("heartbeat", async ct =>
+        {
+            if (Interlocked.Increment(ref inFlight) > 1)
+                overlapped = true;
+            await Task.Delay(10, ct);
+            Interlocked.Increment(ref beats);
+            Interlocked.Decrement(ref inFlight);
+        }, TimeSpan.FromMilliseconds(100), TimeSpan.FromMilliseconds(50), TimeProvider.System, NullLogger.Instance);
+
+        using var stop = new CancellationTokenSource();
+        var running = heartbeat.RunAsync(waitFirst: false, stop.Token);
+        await Task.Delay(1000);
+        stop.Cancel();
+        await running.WaitAsync(TimeSpan.FromSeconds(10));
+
+        Assert.False(overlapped);
+        Assert.InRange(Volatile.Read(ref beats), 3, 12);
+    }
+}

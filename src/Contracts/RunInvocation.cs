@@ -45,4 +45,12 @@ public record RunInvocation
 
     /// <summary>When the publisher submitted it; used for queue-time figures (falls back to the message's sent time).</summary>
     public DateTimeOffset? SubmittedAt { get; init; }
+
+    /// <summary>
+    /// Where the completion is sent as well as to the completion exchange: a queue name (sent through the default
+    /// exchange, as the raw event object, <c>application/json</c>) or a MassTransit endpoint address (<c>rabbitmq://…</c>,
+    /// <c>queue:…</c>; an envelope). Absent, the runner takes the message's MassTransit <c>ResponseAddress</c>, then its
+    /// AMQP <c>reply_to</c> property. Kept across retries and reroutes; never inherited by sub-invocations.
+    /// </summary>
+    public string? ReplyTo { get; init; }
 }

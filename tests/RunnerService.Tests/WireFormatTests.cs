@@ -98,5 +98,29 @@ public class WireFormatTests
         Assert.Contains("no content type", InvocationBody.DescribeUnreadable(Bytes("""{"invocationId":"x"}"""), null, error));
     }
 
+    [Fact]
+    public void A_rejected_body_keeps_its_reply_address_from_the_raw_field_or_the_envelope()
+    {
+        var id = Guid.NewGuid();
+        var raw = InvocationBody.TryReadIdentity(Bytes($$"""{"invocationId":"{{id}}","taskName":"bad name","replyTo":"my-replies"}"""), new ContentType("application/json"));
+        Assert.Equal("my-replies", raw!.ReplyTo);
+        var envelope = $$$"""{"responseAddress":"queue:client-q","messageType":["urn:message:X:Y"],"message":{"invocationId":"{{{id}}}","taskName":"echo"}}""";
+        Assert.Equal("queue:client-q", InvocationBody.TryReadIdentity(Bytes(envelope), null)!.ReplyTo);
+        Assert.Null(InvocationBody.TryReadIdentity(Bytes($$"""{"invocationId":"{{id}}"}"""), new ContentType("application/json"))!.ReplyTo);
+    }
+
+    [Theory]
+    [InlineData("amq.gen-JzTY20BRgKO-HjmUJj0wLg", false, "amq.gen-JzTY20BRgKO-HjmUJj0wLg")]
+    [InlineData("my-service.replies", false, "my-service.replies")]
+    [InlineData("weird:name", false, "weird:name")]
+    [InlineData("queue:client-q", true, "client-q")]
+    [InlineData("rabbitmq://broker:5672/vhost/vm_app_bus_abc?temporary=true", true, "vm_app_bus_abc")]
+    [InlineData("rabbitmq://broker/vm_app_bus_abc", true, "vm_app_bus_abc")]
+    public void A_reply_address_is_a_plain_queue_name_or_a_masstransit_address_naming_its_queue(string replyTo, bool envelope, string queue)
+    {
+        Assert.Equal(envelope, ReplySender.IsEndpointAddress(replyTo, out var address));
+        Assert.Equal(queue, envelope ? ReplySender.QueueOf(address) : replyTo);
+    }
+
     static byte[] Bytes(string text) => Encoding.UTF8.GetBytes(text);
 }

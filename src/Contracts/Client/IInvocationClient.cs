@@ -11,7 +11,10 @@ public interface IInvocationClient
     /// <summary>Publishes the invocation and returns when the broker has it; does not wait for the result.</summary>
     Task SubmitAsync(RunInvocation invocation, CancellationToken cancellationToken = default);
 
-    /// <summary>Publishes the invocation and waits for its <see cref="InvocationCompleted"/>.</summary>
+    /// <summary>
+    /// Publishes the invocation and waits for its <see cref="InvocationCompleted"/>, which the runner sends to this
+    /// client's own queue (the invocation's <see cref="RunInvocation.ReplyTo"/> must be empty).
+    /// </summary>
     Task<InvocationCompleted> RunAsync(RunInvocation invocation, CancellationToken cancellationToken = default);
 
     /// <summary>Runs <paramref name="taskName"/> with <paramref name="arguments"/> and waits for its completion.</summary>
@@ -19,13 +22,18 @@ public interface IInvocationClient
 
     /// <summary>
     /// Waits for the completion of an invocation this client has not published itself. Call it before the
-    /// invocation can complete (completions are events, not stored here); use the status query for older ones.
+    /// invocation can complete (completions are events, not stored here); use the status query for older ones. The
+    /// first call binds a queue of this client to the completion exchange: from then on it receives every completion
+    /// in the cluster, and filters them by id.
     /// </summary>
     Task<InvocationCompleted> WaitForCompletionAsync(Guid invocationId, CancellationToken cancellationToken = default);
 
     /// <summary>Asks the invocation saga what it knows about an invocation (status, owner, waits, result, history).</summary>
     Task<InvocationStatusReport> GetStatusAsync(Guid invocationId, CancellationToken cancellationToken = default);
 
-    /// <summary>Raised for every completion this client sees, including sub-invocations and other publishers' work.</summary>
+    /// <summary>
+    /// Raised for every completion in the cluster, including sub-invocations and other publishers' work. Subscribing
+    /// binds a queue of this client to the completion exchange on its next call, with all of that traffic.
+    /// </summary>
     event Action<InvocationCompleted>? CompletionObserved;
 }

@@ -6,23 +6,43 @@ namespace RunnerService.Contracts.Client;
 
 /// <summary>
 /// Publishes <see cref="RunInvocation"/> and matches <see cref="InvocationCompleted"/> events by id.
-/// Completions arrive on a temporary queue of this client (auto-deleted when the bus stops), connected on first use
-/// and before the first publish, so no completion of its own invocations can be missed.
+/// <see cref="RunAsync(RunInvocation, CancellationToken)"/> names this client's own temporary queue as the reply
+/// address (MassTransit's <c>ResponseAddress</c>): the runner sends the completion there, and the queue receives
+/// nothing else. It is connected on first use, before the first publish. Only
+/// <see cref="WaitForCompletionAsync"/> and <see cref="CompletionObserved"/> bind a second temporary queue to the
+/// completion exchange, which carries every completion in the cluster.
 /// </summary>
 public sealed class InvocationClient(IBus bus) : IInvocationClient, IAsyncDisposable
 {
     readonly ConcurrentDictionary<Guid, TaskCompletionSource<InvocationCompleted>> _pending = new();
     readonly SemaphoreSlim _connectLock = new(1, 1);
-    HostReceiveEndpointHandle? _endpoint;
+    HostReceiveEndpointHandle? _replies;
+    HostReceiveEndpointHandle? _all;
+    Action<InvocationCompleted>? _observed;
 
-    public event Action<InvocationCompleted>? CompletionObserved;
+    /// <summary>
+    /// Raised for every completion in the cluster, sub-invocations and other publishers' work included. Subscribing
+    /// makes the next call of this client bind its second queue to the completion exchange, with that traffic.
+    /// </summary>
+    public event Action<InvocationCompleted>? CompletionObserved
+    {
+        add => _observed += value;
+        remove => _observed -= value;
+    }
+
+    /// <summary>The queue the completions of <see cref="RunAsync(RunInvocation, CancellationToken)"/> arrive on, once connected.</summary>
+    public Uri? ReplyAddress => _replies?.ReceiveEndpoint.InputAddress;
 
     public async Task SubmitAsync(RunInvocation invocation, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(invocation);
-        var message = invocation.SubmittedAt is null ? invocation with { SubmittedAt = DateTimeOffset.UtcNow } : invocation;
-        await bus.Publish(message, cancellationToken).ConfigureAwait(false);
+        if (_observed is not null)
+            await ConnectAsync(all: true, cancellationToken).ConfigureAwait(false);
+        await bus.Publish(Stamped(invocation), cancellationToken).ConfigureAwait(false);
     }
+
+    static RunInvocation Stamped(RunInvocation invocation) =>
+        invocation.SubmittedAt is null ? invocation with { SubmittedAt = DateTimeOffset.UtcNow } : invocation;
 
     public Task<InvocationCompleted> RunAsync(string taskName, JsonElement? arguments, CancellationToken cancellationToken = default) =>
         RunAsync(new RunInvocation { InvocationId = NewId.NextGuid(), TaskName = taskName, Arguments = arguments }, cancellationToken);
@@ -30,10 +50,13 @@ public sealed class InvocationClient(IBus bus) : IInvocationClient, IAsyncDispos
     public async Task<InvocationCompleted> RunAsync(RunInvocation invocation, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(invocation);
-        var completion = await RegisterAsync(invocation.InvocationId, cancellationToken).ConfigureAwait(false);
+        if (!string.IsNullOrEmpty(invocation.ReplyTo))
+            throw new ArgumentException("RunAsync receives the completion on this client's own queue; publish with SubmitAsync to send it elsewhere", nameof(invocation));
+        var replyAddress = await ConnectAsync(all: _observed is not null, cancellationToken).ConfigureAwait(false);
+        var completion = Register(invocation.InvocationId);
         try
         {
-            await SubmitAsync(invocation, cancellationToken).ConfigureAwait(false);
+            await bus.Publish(Stamped(invocation), context => context.ResponseAddress = replyAddress, cancellationToken).ConfigureAwait(false);
         }
         catch
         {
@@ -45,8 +68,8 @@ public sealed class InvocationClient(IBus bus) : IInvocationClient, IAsyncDispos
 
     public async Task<InvocationCompleted> WaitForCompletionAsync(Guid invocationId, CancellationToken cancellationToken = default)
     {
-        var completion = await RegisterAsync(invocationId, cancellationToken).ConfigureAwait(false);
-        return await AwaitAsync(invocationId, completion, cancellationToken).ConfigureAwait(false);
+        await ConnectAsync(all: true, cancellationToken).ConfigureAwait(false);
+        return await AwaitAsync(invocationId, Register(invocationId), cancellationToken).ConfigureAwait(false);
     }
 
     public async Task<InvocationStatusReport> GetStatusAsync(Guid invocationId, CancellationToken cancellationToken = default)
@@ -56,11 +79,8 @@ public sealed class InvocationClient(IBus bus) : IInvocationClient, IAsyncDispos
         return response.Message;
     }
 
-    async Task<TaskCompletionSource<InvocationCompleted>> RegisterAsync(Guid invocationId, CancellationToken cancellationToken)
-    {
-        await EnsureConnectedAsync(cancellationToken).ConfigureAwait(false);
-        return _pending.GetOrAdd(invocationId, _ => new TaskCompletionSource<InvocationCompleted>(TaskCreationOptions.RunContinuationsAsynchronously));
-    }
+    TaskCompletionSource<InvocationCompleted> Register(Guid invocationId) =>
+        _pending.GetOrAdd(invocationId, _ => new TaskCompletionSource<InvocationCompleted>(TaskCreationOptions.RunContinuationsAsynchronously));
 
     async Task<InvocationCompleted> AwaitAsync(Guid invocationId, TaskCompletionSource<InvocationCompleted> completion, CancellationToken cancellationToken)
     {
@@ -74,23 +94,19 @@ public sealed class InvocationClient(IBus bus) : IInvocationClient, IAsyncDispos
         }
     }
 
-    async Task EnsureConnectedAsync(CancellationToken cancellationToken)
+    /// <summary>Connects the reply queue (and, when <paramref name="all"/>, the completion-exchange queue); returns the reply address.</summary>
+    async Task<Uri> ConnectAsync(bool all, CancellationToken cancellationToken)
     {
-        if (_endpoint is not null)
-            return;
+        if (_replies is not null && (!all || _all is not null))
+            return _replies.ReceiveEndpoint.InputAddress;
         await _connectLock.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
-            if (_endpoint is not null)
-                return;
-            var handle = bus.ConnectReceiveEndpoint(new TemporaryEndpointDefinition("invocation-client"), KebabCaseEndpointNameFormatter.Instance,
-                cfg => cfg.Handler<InvocationCompleted>(context =>
-                {
-                    OnCompleted(context.Message);
-                    return Task.CompletedTask;
-                }));
-            await handle.Ready.WaitAsync(cancellationToken).ConfigureAwait(false);
-            _endpoint = handle;
+            // Only what is sent to it: no binding to the completion exchange.
+            _replies ??= await ConnectEndpointAsync("invocation-client", bindToExchange: false, cancellationToken).ConfigureAwait(false);
+            if (all)
+                _all ??= await ConnectEndpointAsync("invocation-client-all", bindToExchange: true, cancellationToken).ConfigureAwait(false);
+            return _replies.ReceiveEndpoint.InputAddress;
         }
         finally
         {
@@ -98,17 +114,35 @@ public sealed class InvocationClient(IBus bus) : IInvocationClient, IAsyncDispos
         }
     }
 
-    void OnCompleted(InvocationCompleted completed)
+    async Task<HostReceiveEndpointHandle> ConnectEndpointAsync(string tag, bool bindToExchange, CancellationToken cancellationToken)
+    {
+        var handle = bus.ConnectReceiveEndpoint(new TemporaryEndpointDefinition(tag), KebabCaseEndpointNameFormatter.Instance, cfg =>
+        {
+            cfg.ConfigureConsumeTopology = bindToExchange;
+            cfg.Handler<InvocationCompleted>(context =>
+            {
+                OnCompleted(context.Message, observed: bindToExchange);
+                return Task.CompletedTask;
+            });
+        });
+        await handle.Ready.WaitAsync(cancellationToken).ConfigureAwait(false);
+        return handle;
+    }
+
+    void OnCompleted(InvocationCompleted completed, bool observed)
     {
         if (_pending.TryGetValue(completed.InvocationId, out var completion))
             completion.TrySetResult(completed);
-        CompletionObserved?.Invoke(completed);
+        if (observed)
+            _observed?.Invoke(completed);
     }
 
     public async ValueTask DisposeAsync()
     {
-        if (_endpoint is not null)
-            await _endpoint.StopAsync().ConfigureAwait(false);
+        if (_replies is not null)
+            await _replies.StopAsync().ConfigureAwait(false);
+        if (_all is not null)
+            await _all.StopAsync().ConfigureAwait(false);
         _connectLock.Dispose();
     }
 }

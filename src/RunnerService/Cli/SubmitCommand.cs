@@ -80,7 +80,8 @@ static class SubmitCommand
                 return 0;
             }
             var seen = new System.Collections.Concurrent.ConcurrentBag<InvocationCompleted>();
-            client.CompletionObserved += seen.Add;
+            if (tree)
+                client.CompletionObserved += seen.Add; // the sub-invocations' completions: every completion is received then
             var completed = await client.RunAsync(invocation, cancellationToken).ConfigureAwait(false);
             Console.WriteLine(JsonSerializer.Serialize(completed, CliJson.Options));
             if (tree)

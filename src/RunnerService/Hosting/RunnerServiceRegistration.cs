@@ -31,6 +31,7 @@ public static class RunnerServiceRegistration
         // Registered before MassTransit's hosted service, so it stops after the bus: the bus first stops consuming.
         services.AddHostedService(sp => sp.GetRequiredService<WorkerSupervisor>());
         services.AddSingleton<InvocationExecutor>();
+        services.AddSingleton<ReplySender>();
         services.AddScoped<OwnershipClaims>();
         services.AddSagaStore(builder.Configuration);
         builder.AddRunnerTelemetry();

@@ -19,15 +19,20 @@ static class InvocationBody
         if (TryParse(body) is not { } root || root.ValueKind != JsonValueKind.Object)
             return null;
         var invocation = root;
+        string? responseAddress = null;
         if (!IsRaw(contentType) && TryGetProperty(root, "message", out var message) && message.ValueKind == JsonValueKind.Object)
+        {
             invocation = message;
+            responseAddress = TryGetString(root, "responseAddress");
+        }
         if (!TryGetGuid(invocation, "invocationId", out var id) || id == Guid.Empty)
             return null;
         return new RunInvocation
         {
             InvocationId = id,
-            TaskName = TryGetProperty(invocation, "taskName", out var taskName) && taskName.ValueKind == JsonValueKind.String ? taskName.GetString()! : "",
+            TaskName = TryGetString(invocation, "taskName") ?? "",
             ParentInvocationId = TryGetGuid(invocation, "parentInvocationId", out var parent) ? parent : null,
+            ReplyTo = TryGetString(invocation, "replyTo") is { Length: > 0 } replyTo ? replyTo : responseAddress,
         };
     }
 
@@ -75,6 +80,9 @@ static class InvocationBody
         guid = Guid.Empty;
         return TryGetProperty(value, name, out var property) && property.ValueKind == JsonValueKind.String && Guid.TryParse(property.GetString(), out guid);
     }
+
+    static string? TryGetString(JsonElement value, string name) =>
+        TryGetProperty(value, name, out var property) && property.ValueKind == JsonValueKind.String ? property.GetString() : null;
 
     static bool TryGetProperty(JsonElement value, string name, out JsonElement property)
     {

@@ -15,7 +15,7 @@ namespace RunnerService.Invocations;
 /// Drives worker sessions: starts them, relays what the worker asks for, and publishes the invocation's events.
 /// Used by the consumer of new invocations and by the resume consumer.
 /// </summary>
-sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, IOptions<RunnerOptions> options, TimeProvider time, ILogger<InvocationExecutor> logger)
+sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, ReplySender replies, IOptions<RunnerOptions> options, TimeProvider time, ILogger<InvocationExecutor> logger)
 {
     readonly RunnerOptions _options = options.Value;
 
@@ -377,8 +377,29 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, IOptions<
             RunFor = runFor,
             CompletedAt = DateTimeOffset.UtcNow,
         };
-        // The completion is the one thing that must get out: ride out a broker restart rather than drop it.
-        await PublishReliablyAsync(publisher, invocation.InvocationId, completed).ConfigureAwait(false);
+        // The completion is the one thing that must get out: ride out a broker restart rather than drop it. A reply
+        // address gets its copy beside it; the completion exchange stays the record (the saga reads it there).
+        var publishing = PublishReliablyAsync(publisher, invocation.InvocationId, completed);
+        if (invocation.ReplyTo is { Length: > 0 } replyTo)
+            await Task.WhenAll(publishing, ReplyAsync(invocation.InvocationId, replyTo, completed)).ConfigureAwait(false);
+        else
+            await publishing.ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Sends the completion to the publisher's reply address, with the same patience as the completion itself. It
+    /// never fails the invocation: a reply that cannot be sent is logged, and the completion exchange still has it.
+    /// </summary>
+    async Task ReplyAsync(Guid invocationId, string replyTo, InvocationCompleted completed)
+    {
+        try
+        {
+            await ReliablyAsync(invocationId, "InvocationCompleted reply", (_, token) => replies.SendAsync(replyTo, completed, token)).ConfigureAwait(false);
+        }
+        catch (Exception ex)
+        {
+            InvocationLog.ReplyFailed(logger, invocationId, replyTo, ex.Message);
+        }
     }
 
     /// <summary>
@@ -406,29 +427,34 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, IOptions<
     /// connection) for up to <see cref="RunnerOptions.PublishPatience"/>. Each attempt has its own time limit: a
     /// publish on a connection that died unnoticed waits for a confirm that never comes.
     /// </summary>
-    async Task PublishReliablyAsync<T>(IPublishEndpoint publisher, Guid invocationId, T message) where T : class
+    Task PublishReliablyAsync<T>(IPublishEndpoint publisher, Guid invocationId, T message) where T : class =>
+        // Later attempts go through the bus: a consume context whose delivery was lost cancels its own publishes.
+        ReliablyAsync(invocationId, typeof(T).Name, (retry, token) => (retry ? bus : publisher).Publish(message, token));
+
+    /// <summary>The retry loop of <see cref="PublishReliablyAsync{T}"/>, for any send to the broker.</summary>
+    async Task ReliablyAsync(Guid invocationId, string what, Func<bool, CancellationToken, Task> send)
     {
         var giveUpAt = time.GetUtcNow() + _options.PublishPatience;
         var pause = TimeSpan.FromMilliseconds(250);
+        var retry = false;
         while (true)
         {
             using var attempt = new CancellationTokenSource(PublishAttemptTimeout);
             try
             {
-                await publisher.Publish(message, attempt.Token).ConfigureAwait(false);
+                await send(retry, attempt.Token).ConfigureAwait(false);
                 return;
             }
             catch (Exception ex) when (time.GetUtcNow() < giveUpAt)
             {
-                InvocationLog.CompletionPublishFailed(logger, invocationId, typeof(T).Name, ex.Message);
+                InvocationLog.CompletionPublishFailed(logger, invocationId, what, ex.Message);
             }
             catch (Exception)
             {
-                InvocationLog.PublishGaveUp(logger, invocationId, typeof(T).Name, _options.PublishPatience);
+                InvocationLog.PublishGaveUp(logger, invocationId, what, _options.PublishPatience);
                 throw;
             }
-            // Later attempts go through the bus: a consume context whose delivery was lost cancels its own publishes.
-            publisher = bus;
+            retry = true;
             await Task.Delay(pause, time).ConfigureAwait(false);
             pause = pause * 2 < MaxPublishPause ? pause * 2 : MaxPublishPause;
         }

@@ -57,6 +57,10 @@ static partial class InvocationLog
         Message = "Publishing {MessageType} of invocation {InvocationId} failed ({Reason}); trying again")]
     public static partial void CompletionPublishFailed(ILogger logger, Guid invocationId, string messageType, string reason);
 
+    [LoggerMessage(EventId = 34, EventName = "ReplyFailed", Level = LogLevel.Error,
+        Message = "The completion of invocation {InvocationId} could not be sent to its reply address {ReplyTo} ({Reason}); it is on the completion exchange")]
+    public static partial void ReplyFailed(ILogger logger, Guid invocationId, string replyTo, string reason);
+
     [LoggerMessage(EventId = 16, EventName = "DeliveryHandedOff", Level = LogLevel.Information,
         Message = "Invocation {InvocationId} still runs after {HoldLimit}: its delivery is acknowledged (the broker's consumer timeout must not fire); the saga owns it from here")]
     public static partial void HandedOff(ILogger logger, Guid invocationId, TimeSpan holdLimit);

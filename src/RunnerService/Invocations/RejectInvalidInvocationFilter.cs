@@ -24,7 +24,8 @@ sealed class RejectInvalidInvocationFilter(Lazy<InvocationExecutor> executor, IL
             RunnerMetrics.PoisonMessage(kind);
             context.ExceptionHeaders.Set(MessageHeaders.FaultMessage, reason);
             if (invocation is not null)
-                await executor.Value.PublishRejectedAsync(invocation, reason).ConfigureAwait(false);
+                await executor.Value.PublishRejectedAsync(invocation with { ReplyTo = invocation.ReplyTo ?? ReplySender.AmqpReplyTo(context) }, reason)
+                    .ConfigureAwait(false);
         }
         await next.Send(context).ConfigureAwait(false);
     }

@@ -26,6 +26,8 @@ sealed class RunInvocationConsumer(
     public async Task Consume(ConsumeContext<RunInvocation> context)
     {
         var invocation = context.Message;
+        if (ReplySender.AddressOf(invocation, context.ReceiveContext, context.ResponseAddress) is { } replyTo && replyTo != invocation.ReplyTo)
+            invocation = invocation with { ReplyTo = replyTo };
         // The endpoint's error pipe publishes the InvalidInvocation completion and moves the message to the error
         // queue with the reason (RejectInvalidInvocationFilter), as for a body that does not read as a RunInvocation.
         if (InvocationValidator.Validate(invocation, options.Value) is { } invalid)

@@ -19,6 +19,7 @@ public sealed class InvocationState : SagaStateMachineInstance, ISagaVersion
     public JsonElement? Arguments { get; set; }
     public TimeSpan? Timeout { get; set; }
     public int? MaxAttempts { get; set; }
+    public string? ReplyTo { get; set; }
 
     /// <summary>Instance id and own queue of the replica that runs (or holds the paused) worker.</summary>
     public string? OwnerInstance { get; set; }

@@ -234,6 +234,7 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
         saga.Arguments ??= message.Arguments;
         saga.Timeout ??= message.Timeout;
         saga.MaxAttempts ??= message.MaxAttempts;
+        saga.ReplyTo ??= message.ReplyTo;
     }
 
     /// <summary>A claim wins for a newer attempt, or for the current one when nobody (or the claimer itself) owns it.</summary>
@@ -286,6 +287,7 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
             ParentInvocationId = saga.ParentInvocationId,
             Timeout = saga.Timeout,
             MaxAttempts = saga.MaxAttempts,
+            ReplyTo = saga.ReplyTo,
             Attempt = saga.Attempt + 1,
             SubmittedAt = DateTimeOffset.UtcNow,
         }).ConfigureAwait(false);

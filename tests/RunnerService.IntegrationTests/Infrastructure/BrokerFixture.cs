@@ -152,6 +152,27 @@ public sealed class BrokerFixture(IMessageSink diagnostics) : IAsyncLifetime
         return doc.RootElement.GetProperty("type").GetString()!;
     }
 
+    /// <summary>
+    /// How many messages the broker has routed into a queue since it was declared (management statistics, which lag
+    /// by up to one statistics interval, 5 s by default).
+    /// </summary>
+    public async Task<long> MessagesRoutedToQueueAsync(string virtualHost, string queue)
+    {
+        using var response = await _management.GetAsync($"api/queues/{Uri.EscapeDataString(virtualHost)}/{Uri.EscapeDataString(queue)}");
+        response.EnsureSuccessStatusCode();
+        using var doc = System.Text.Json.JsonDocument.Parse(await response.Content.ReadAsStringAsync());
+        return doc.RootElement.TryGetProperty("message_stats", out var stats) && stats.TryGetProperty("publish", out var publish) ? publish.GetInt64() : 0;
+    }
+
+    /// <summary>The exchanges a queue is bound to ("" is the default exchange, which every queue has).</summary>
+    public async Task<IReadOnlyList<string>> QueueBindingSourcesAsync(string virtualHost, string queue)
+    {
+        using var response = await _management.GetAsync($"api/queues/{Uri.EscapeDataString(virtualHost)}/{Uri.EscapeDataString(queue)}/bindings");
+        response.EnsureSuccessStatusCode();
+        using var doc = System.Text.Json.JsonDocument.Parse(await response.Content.ReadAsStringAsync());
+        return doc.RootElement.EnumerateArray().Select(b => b.GetProperty("source").GetString() ?? "").ToList();
+    }
+
     internal async Task DeleteVirtualHostAsync(string name)
     {
         try

@@ -20,6 +20,12 @@ public record InvocationStatusReport
     public int Attempt { get; init; }
     public IReadOnlyList<Guid> WaitingFor { get; init; } = [];
     public IReadOnlyList<Guid> Waiters { get; init; } = [];
+
+    /// <summary>
+    /// Every invocation this one has waited for, in the order of its waits, each once: the sub-invocations it started
+    /// and waited for, and any other invocation it waited for by id. Each has a report of its own.
+    /// </summary>
+    public IReadOnlyList<Guid> Children { get; init; } = [];
     public JsonElement? Result { get; init; }
     public InvocationError? Error { get; init; }
     public IReadOnlyList<StatusChange> History { get; init; } = [];

@@ -44,7 +44,10 @@ public sealed class InvocationStatusHttpTests(BrokerFixture broker, ITestOutputH
         using (var document = JsonDocument.Parse(raw))
             Assert.True(document.RootElement.TryGetProperty("invocationId", out _), "camelCase names, as on the wire");
 
-        // A child is there too, under its own id, with the parent named.
+        // Its children are listed (fib 4 waits for fib 3 and fib 2), and each is there under its own id, the parent named.
+        var children = env.Bus.Completed.Where(c => c.ParentInvocationId == id).Select(c => c.InvocationId).ToHashSet();
+        Assert.Equal(2, children.Count);
+        Assert.True(children.SetEquals(overHttp.Children), $"children [{string.Join(", ", overHttp.Children)}]");
         var child = Assert.Single(env.Bus.Completed, c => c.ParentInvocationId == id && c.Result!.Value.GetInt32() == 2);
         var childReport = await http.GetFromJsonAsync<InvocationStatusReport>($"invocations/{child.InvocationId}", Web);
         Assert.Equal(id, childReport!.ParentInvocationId);

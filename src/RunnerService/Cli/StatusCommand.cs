@@ -42,6 +42,7 @@ static class StatusCommand
         Console.WriteLine($"owner:       {report.OwnerInstance ?? "-"} (pid {report.ProcessId}, attempt {report.Attempt})");
         Console.WriteLine($"waiting for: {(report.WaitingFor.Count == 0 ? "-" : string.Join(", ", report.WaitingFor))}");
         Console.WriteLine($"waited by:   {(report.Waiters.Count == 0 ? "-" : string.Join(", ", report.Waiters))}");
+        Console.WriteLine($"children:    {(report.Children.Count == 0 ? "-" : string.Join(", ", report.Children))}");
         if (report.Result is { } result)
             Console.WriteLine($"result:      {JsonSerializer.Serialize(result)}");
         if (report.Error is { } error)

@@ -333,6 +333,7 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
         saga.ProcessId = message.ProcessId;
         saga.Attempt = message.Attempt;
         saga.WaitingFor = [.. message.WaitingFor.Distinct()];
+        saga.Children.AddRange(saga.WaitingFor.Where(id => id != saga.CorrelationId && !saga.Children.Contains(id)));
         saga.WaitSequence = message.WaitSequence;
         saga.Collected = [];
         if (saga.WaitingFor.Contains(saga.CorrelationId))
@@ -477,6 +478,7 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
         Attempt = saga.Attempt,
         WaitingFor = saga.WaitingFor,
         Waiters = saga.Waiters,
+        Children = saga.Children,
         Result = saga.Result,
         Error = saga.Error,
         History = saga.History,

@@ -115,14 +115,18 @@ static class NaiveBaseline
             }
             process.StandardInput.Close();
             await process.WaitForExitAsync();
-            await context.Publish(completed with
+            completed = completed with
             {
                 ProcessId = process.Id,
                 RunnerInstance = "naive",
                 QueuedFor = queuedFor < TimeSpan.Zero ? TimeSpan.Zero : queuedFor,
                 RunFor = clock.Elapsed,
                 CompletedAt = DateTimeOffset.UtcNow,
-            });
+            };
+            await context.Publish(completed);
+            // As RunnerService does: the client's own queue (IInvocationClient.RunAsync names it) gets a copy.
+            if (context.ResponseAddress is { } replyTo)
+                await (await context.GetSendEndpoint(replyTo)).Send(completed);
         }
     }
 }

@@ -6,10 +6,10 @@ using RunnerService.Hosting;
 using RunnerService.Status;
 using RunnerService.Telemetry;
 
-if (CliApp.IsCliVerb(args))
+if (!CliApp.RunsService(args, out var serviceArgs))
     return await CliApp.RunAsync(args);
 
-var builder = WebApplication.CreateSlimBuilder(args);
+var builder = WebApplication.CreateSlimBuilder(serviceArgs);
 builder.AddRunnerService();
 builder.WebHost.UseUrls(builder.Configuration[$"{RunnerOptions.SectionName}:HttpUrl"] ?? new RunnerOptions().HttpUrl);
 var app = builder.Build();

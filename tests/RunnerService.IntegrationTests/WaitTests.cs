@@ -192,9 +192,11 @@ public sealed class WaitTests(BrokerFixture broker, ITestOutputHelper output)
         Assert.Contains("status:      Succeeded", stdout);
         Assert.Contains("Waiting", stdout);
 
-        var (treeExit, treeOut, _) = await Cli.RunAsync(env.VirtualHost.AmqpUri, "submit", "fanout", "{\"width\":2,\"depth\":2}", "--wait", "--tree");
+        // The tree goes to stderr: stdout stays the one JSON line of the completion.
+        var (treeExit, completionLine, treeOut) = await Cli.RunAsync(env.VirtualHost.AmqpUri, "submit", "fanout", "{\"width\":2,\"depth\":2}", "--wait", "--tree");
         output.WriteLine(treeOut);
         Assert.Equal(0, treeExit);
+        Assert.Equal("Succeeded", System.Text.Json.JsonDocument.Parse(completionLine).RootElement.GetProperty("status").GetString());
         Assert.Equal(1 + 2 + 4, treeOut.Split('\n').Count(l => l.Contains("fanout Succeeded", StringComparison.Ordinal)));
         Assert.Contains("└─ ", treeOut);
 

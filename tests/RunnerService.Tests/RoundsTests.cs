@@ -20,7 +20,7 @@ public sealed class RoundsTests
                 return lost.Task.WaitAsync(ct);
             Interlocked.Increment(ref confirmed);
             return Task.CompletedTask;
-        }, TimeSpan.FromMilliseconds(100), TimeSpan.FromMilliseconds(50), TimeProvider.System, NullLogger.Instance);
+        }, TimeSpan.FromMilliseconds(100), TimeSpan.FromMilliseconds(50), maxUnfinished: 4, TimeProvider.System, NullLogger.Instance);
 
         using var stop = new CancellationTokenSource();
         var running = heartbeat.RunAsync(waitFirst: false, stop.Token);
@@ -32,6 +32,25 @@ public sealed class RoundsTests
         await running.WaitAsync(TimeSpan.FromSeconds(10));
 
         Assert.True(confirmedBeforeStop >= 3, $"only {confirmedBeforeStop} beat(s) confirmed after the one whose confirm was lost");
+    }
+
+    [Fact]
+    public async Task No_more_rounds_than_allowed_are_left_unfinished_at_once()
+    {
+        var started = 0;
+        var rounds = new Rounds("heartbeat", ct =>
+        {
+            Interlocked.Increment(ref started);
+            return Task.Delay(Timeout.Infinite, ct); // a broker that confirms nothing, ever
+        }, TimeSpan.FromMilliseconds(50), TimeSpan.FromMilliseconds(20), maxUnfinished: 3, TimeProvider.System, NullLogger.Instance);
+
+        using var stop = new CancellationTokenSource();
+        var running = rounds.RunAsync(waitFirst: false, stop.Token);
+        await Task.Delay(1000);
+        Assert.Equal(3, rounds.Unfinished);
+        Assert.Equal(3, Volatile.Read(ref started));
+        stop.Cancel();
+        await running.WaitAsync(TimeSpan.FromSeconds(10));
     }
 
     [Fact]
@@ -47,7 +66,7 @@ public sealed class RoundsTests
             await Task.Delay(10, ct);
             Interlocked.Increment(ref beats);
             Interlocked.Decrement(ref inFlight);
-        }, TimeSpan.FromMilliseconds(100), TimeSpan.FromMilliseconds(50), TimeProvider.System, NullLogger.Instance);
+        }, TimeSpan.FromMilliseconds(100), TimeSpan.FromMilliseconds(50), maxUnfinished: 4, TimeProvider.System, NullLogger.Instance);
 
         using var stop = new CancellationTokenSource();
         var running = heartbeat.RunAsync(waitFirst: false, stop.Token);

@@ -122,5 +122,21 @@ public class WireFormatTests
         Assert.Equal(queue, envelope ? ReplySender.QueueOf(address) : replyTo);
     }
 
+    [Theory]
+    [InlineData("exchange:RunnerService.Contracts:InvocationCompleted", "names an exchange")]
+    [InlineData("topic:x", "names an exchange")]
+    [InlineData("queue:", "names no queue")]
+    [InlineData("line\nbreak", "not a queue name")]
+    public void A_reply_address_that_names_no_usable_queue_is_refused(string replyTo, string problem) =>
+        Assert.Contains(problem, ReplySender.Problem(replyTo), StringComparison.Ordinal);
+
+    [Fact]
+    public void A_reply_queue_name_over_255_bytes_is_refused_and_a_normal_one_is_not()
+    {
+        Assert.Contains("255 bytes", ReplySender.Problem(new string('q', 256)), StringComparison.Ordinal);
+        Assert.Null(ReplySender.Problem(new string('q', 255)));
+        Assert.Null(ReplySender.Problem("rabbitmq://broker/vhost/vm_app_bus_abc?temporary=true"));
+    }
+
     static byte[] Bytes(string text) => Encoding.UTF8.GetBytes(text);
 }

@@ -18,17 +18,12 @@ public sealed class InvocationClient(IBus bus) : IInvocationClient, IAsyncDispos
     readonly SemaphoreSlim _connectLock = new(1, 1);
     HostReceiveEndpointHandle? _replies;
     HostReceiveEndpointHandle? _all;
-    Action<InvocationCompleted>? _observed;
 
     /// <summary>
     /// Raised for every completion in the cluster, sub-invocations and other publishers' work included. Subscribing
     /// makes the next call of this client bind its second queue to the completion exchange, with that traffic.
     /// </summary>
-    public event Action<InvocationCompleted>? CompletionObserved
-    {
-        add => _observed += value;
-        remove => _observed -= value;
-    }
+    public event Action<InvocationCompleted>? CompletionObserved;
 
     /// <summary>The queue the completions of <see cref="RunAsync(RunInvocation, CancellationToken)"/> arrive on, once connected.</summary>
     public Uri? ReplyAddress => _replies?.ReceiveEndpoint.InputAddress;
@@ -36,7 +31,7 @@ public sealed class InvocationClient(IBus bus) : IInvocationClient, IAsyncDispos
     public async Task SubmitAsync(RunInvocation invocation, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(invocation);
-        if (_observed is not null)
+        if (CompletionObserved is not null)
             await ConnectAsync(all: true, cancellationToken).ConfigureAwait(false);
         await bus.Publish(Stamped(invocation), cancellationToken).ConfigureAwait(false);
     }
@@ -52,7 +47,7 @@ public sealed class InvocationClient(IBus bus) : IInvocationClient, IAsyncDispos
         ArgumentNullException.ThrowIfNull(invocation);
         if (!string.IsNullOrEmpty(invocation.ReplyTo))
             throw new ArgumentException("RunAsync receives the completion on this client's own queue; publish with SubmitAsync to send it elsewhere", nameof(invocation));
-        var replyAddress = await ConnectAsync(all: _observed is not null, cancellationToken).ConfigureAwait(false);
+        var replyAddress = await ConnectAsync(all: CompletionObserved is not null, cancellationToken).ConfigureAwait(false);
         var completion = Register(invocation.InvocationId);
         try
         {
@@ -119,14 +114,25 @@ public sealed class InvocationClient(IBus bus) : IInvocationClient, IAsyncDispos
         var handle = bus.ConnectReceiveEndpoint(new TemporaryEndpointDefinition(tag), KebabCaseEndpointNameFormatter.Instance, cfg =>
         {
             cfg.ConfigureConsumeTopology = bindToExchange;
+            // MassTransit also sends a rejected invocation's Fault<RunInvocation> to its response address: the
+            // InvocationCompleted (InvalidInvocation) says it all, and nothing is left in a _skipped queue.
+            cfg.DiscardSkippedMessages();
             cfg.Handler<InvocationCompleted>(context =>
             {
                 OnCompleted(context.Message, observed: bindToExchange);
                 return Task.CompletedTask;
             });
         });
-        await handle.Ready.WaitAsync(cancellationToken).ConfigureAwait(false);
-        return handle;
+        try
+        {
+            await handle.Ready.WaitAsync(cancellationToken).ConfigureAwait(false);
+            return handle;
+        }
+        catch
+        {
+            await handle.StopAsync(CancellationToken.None).ConfigureAwait(false);
+            throw;
+        }
     }
 
     void OnCompleted(InvocationCompleted completed, bool observed)
@@ -134,7 +140,7 @@ public sealed class InvocationClient(IBus bus) : IInvocationClient, IAsyncDispos
         if (_pending.TryGetValue(completed.InvocationId, out var completion))
             completion.TrySetResult(completed);
         if (observed)
-            _observed?.Invoke(completed);
+            CompletionObserved?.Invoke(completed);
     }
 
     public async ValueTask DisposeAsync()

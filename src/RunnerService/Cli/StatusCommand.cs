@@ -6,25 +6,32 @@ using RunnerService.Contracts.Client;
 
 namespace RunnerService.Cli;
 
-/// <summary><c>status INVOCATION_ID</c>: asks the invocation saga (request/response) what it knows.</summary>
+/// <summary><c>status INVOCATION_ID [--json]</c>: asks the invocation saga (request/response) what it knows.</summary>
 static class StatusCommand
 {
     public static async Task<int> RunAsync(string[] args, CancellationToken cancellationToken)
     {
-        if (args.Length != 1 || !Guid.TryParse(args[0], out var invocationId))
+        var asJson = args.Contains("--json");
+        var rest = args.Where(a => a != "--json").ToArray();
+        if (rest.FirstOrDefault(a => a.StartsWith('-')) is { } unknown)
+            throw new CliUsageException($"unknown option {unknown} for status");
+        if (rest.Length != 1 || !Guid.TryParse(rest[0], out var invocationId))
             throw new CliUsageException("status needs one invocation id (a GUID)");
         using var host = await CliHost.StartAsync(cancellationToken).ConfigureAwait(false);
         try
         {
             var report = await host.Services.GetRequiredService<IInvocationClient>().GetStatusAsync(invocationId, cancellationToken).ConfigureAwait(false);
+            if (asJson)
+                Console.WriteLine(JsonSerializer.Serialize(report, CliJson.Options));
             if (!report.Found)
             {
                 // The saga records an invocation when it has run for Runner:TrackAfter, waits, or ends (docs/waiting.md).
                 Console.Error.WriteLine($"invocation {invocationId} is not known to the saga: never submitted, still queued, or started less than Runner:TrackAfter ago");
-                return 3;
+                return CliApp.Unknown;
             }
-            Print(report);
-            return 0;
+            if (!asJson)
+                Print(report);
+            return CliApp.Ok;
         }
         finally
         {
@@ -39,7 +46,9 @@ static class StatusCommand
         Console.WriteLine($"status:      {report.Status}");
         if (report.ParentInvocationId is { } parent)
             Console.WriteLine($"parent:      {parent}");
-        Console.WriteLine($"owner:       {report.OwnerInstance ?? "-"} (pid {report.ProcessId}, attempt {report.Attempt})");
+        // A short invocation is recorded only when it ends: its process is not known then.
+        var pid = report.ProcessId > 0 ? $"pid {report.ProcessId}, " : "";
+        Console.WriteLine($"owner:       {report.OwnerInstance ?? "-"} ({pid}attempt {report.Attempt})");
         Console.WriteLine($"waiting for: {(report.WaitingFor.Count == 0 ? "-" : string.Join(", ", report.WaitingFor))}");
         Console.WriteLine($"waited by:   {(report.Waiters.Count == 0 ? "-" : string.Join(", ", report.Waiters))}");
         Console.WriteLine($"children:    {(report.Children.Count == 0 ? "-" : string.Join(", ", report.Children))}");
@@ -56,7 +65,7 @@ static class StatusCommand
     }
 
     /// <summary>Prints the tree of sub-invocations under <paramref name="root"/> from the completions seen while waiting.</summary>
-    public static void PrintTree(InvocationCompleted root, IReadOnlyCollection<InvocationCompleted> seen)
+    public static void PrintTree(InvocationCompleted root, IReadOnlyCollection<InvocationCompleted> seen, TextWriter output)
     {
         var children = seen.Where(c => c.ParentInvocationId is not null)
             .GroupBy(c => c.ParentInvocationId!.Value)
@@ -70,7 +79,7 @@ static class StatusCommand
                 : $"{node.Error?.Type}: {node.Error?.Message}";
             if (value.Length > 80)
                 value = value[..80] + "…";
-            Console.WriteLine($"{indent}{(isRoot ? "" : last ? "└─ " : "├─ ")}{node.TaskName} {node.Status} {value}  [{node.InvocationId}]");
+            output.WriteLine($"{indent}{(isRoot ? "" : last ? "└─ " : "├─ ")}{node.TaskName} {node.Status} {value}  [{node.InvocationId}]");
             if (!children.TryGetValue(node.InvocationId, out var kids))
                 return;
             var childIndent = indent + (isRoot ? "" : last ? "   " : "│  ");

@@ -8,7 +8,7 @@ using RunnerService.Contracts.Client;
 
 namespace RunnerService.Cli;
 
-/// <summary><c>submit TASK [JSON] [--wait] [--count N] [--timeout S]</c>.</summary>
+/// <summary><c>submit TASK [JSON] [--wait] [--tree] [--count N] [--json] [--timeout S] [--wait-timeout S]</c>.</summary>
 static class SubmitCommand
 {
     public static async Task<int> RunAsync(string[] args, CancellationToken cancellationToken)
@@ -18,7 +18,9 @@ static class SubmitCommand
         var wait = false;
         var tree = false;
         var count = 0;
+        var asJson = false;
         TimeSpan? timeout = null;
+        TimeSpan? waitTimeout = null;
         for (var i = 0; i < args.Length; i++)
         {
             switch (args[i])
@@ -35,12 +37,18 @@ static class SubmitCommand
                         ? n : throw new CliUsageException("--count needs a positive number");
                     break;
                 case "--timeout":
-                    timeout = i + 1 < args.Length && double.TryParse(args[++i], CultureInfo.InvariantCulture, out var s) && s > 0
-                        ? TimeSpan.FromSeconds(s) : throw new CliUsageException("--timeout needs a positive number of seconds");
+                    timeout = Seconds(args, ++i, "--timeout");
+                    break;
+                case "--wait-timeout":
+                    waitTimeout = Seconds(args, ++i, "--wait-timeout");
+                    break;
+                case "--json":
+                    asJson = true;
                     break;
                 default:
-                    if (args[i].StartsWith("--", StringComparison.Ordinal))
-                        throw new CliUsageException($"unknown option {args[i]}");
+                    // An option this verb does not know (a negative number is a JSON argument, not an option).
+                    if (args[i].StartsWith('-') && !(args[i].Length > 1 && char.IsAsciiDigit(args[i][1])))
+                        throw new CliUsageException($"unknown option {args[i]} for submit");
                     if (task is null)
                         task = args[i];
                     else if (json is null)
@@ -52,6 +60,8 @@ static class SubmitCommand
         }
         if (task is null)
             throw new CliUsageException("submit needs a task name");
+        if (asJson && count == 0)
+            throw new CliUsageException("--json goes with --count (submit --wait already prints JSON)");
         JsonElement? arguments = null;
         if (json is not null)
         {
@@ -67,10 +77,14 @@ static class SubmitCommand
 
         using var host = await CliHost.StartAsync(cancellationToken).ConfigureAwait(false);
         var client = host.Services.GetRequiredService<IInvocationClient>();
+        // --wait-timeout limits this command's wait only; the invocation goes on.
+        using var waiting = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        if (waitTimeout is { } limit)
+            waiting.CancelAfter(limit);
         try
         {
             if (count > 0)
-                return await SubmitManyAsync(client, task, arguments, timeout, count, cancellationToken).ConfigureAwait(false);
+                return await SubmitManyAsync(client, task, arguments, timeout, count, asJson, waiting.Token, cancellationToken).ConfigureAwait(false);
 
             var invocation = new RunInvocation { InvocationId = NewId.NextGuid(), TaskName = task, Arguments = arguments, Timeout = timeout };
             if (!wait)
@@ -80,13 +94,36 @@ static class SubmitCommand
                 return 0;
             }
             var seen = new System.Collections.Concurrent.ConcurrentBag<InvocationCompleted>();
+            // The sub-invocations' completions come from the completion exchange (every completion is received then),
+            // the root's own reply from the client's queue: the tree is drawn once the exchange has shown the root too
+            // (published after its children's).
+            var rootSeen = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
             if (tree)
-                client.CompletionObserved += seen.Add; // the sub-invocations' completions: every completion is received then
-            var completed = await client.RunAsync(invocation, cancellationToken).ConfigureAwait(false);
+            {
+                client.CompletionObserved += c =>
+                {
+                    seen.Add(c);
+                    if (c.InvocationId == invocation.InvocationId)
+                        rootSeen.TrySetResult();
+                };
+            }
+            InvocationCompleted completed;
+            try
+            {
+                completed = await client.RunAsync(invocation, waiting.Token).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+            {
+                throw new CliFailure(CliApp.WaitTimedOut,
+                    $"no completion of {invocation.InvocationId} within --wait-timeout {waitTimeout!.Value.TotalSeconds:0.###} s; it goes on (status {invocation.InvocationId})");
+            }
             Console.WriteLine(JsonSerializer.Serialize(completed, CliJson.Options));
             if (tree)
-                StatusCommand.PrintTree(completed, seen);
-            return completed.Status == InvocationStatus.Succeeded ? 0 : 1;
+            {
+                await Task.WhenAny(rootSeen.Task, Task.Delay(TimeSpan.FromSeconds(10), cancellationToken)).ConfigureAwait(false);
+                StatusCommand.PrintTree(completed, seen, Console.Error);
+            }
+            return completed.Status == InvocationStatus.Succeeded ? CliApp.Ok : CliApp.NotSucceeded;
         }
         finally
         {
@@ -94,7 +131,8 @@ static class SubmitCommand
         }
     }
 
-    static async Task<int> SubmitManyAsync(IInvocationClient client, string task, JsonElement? arguments, TimeSpan? timeout, int count, CancellationToken cancellationToken)
+    static async Task<int> SubmitManyAsync(IInvocationClient client, string task, JsonElement? arguments, TimeSpan? timeout, int count, bool asJson,
+        CancellationToken waiting, CancellationToken cancellationToken)
     {
         var latencies = new double[count];
         var succeeded = 0;
@@ -113,26 +151,58 @@ static class SubmitCommand
                     TaskName = task,
                     Arguments = arguments,
                     Timeout = timeout,
-                }, cancellationToken).ConfigureAwait(false);
+                }, waiting).ConfigureAwait(false);
                 latencies[index] = watch.Elapsed.TotalMilliseconds;
                 Interlocked.Increment(ref completed.Status == InvocationStatus.Succeeded ? ref succeeded : ref failed);
-            }, cancellationToken);
+            }, waiting);
         }
 
+        // A bar on a terminal; elsewhere (a log, a pipe, CI) one summary line every 5 s.
+        var terminal = !Console.IsErrorRedirected;
         var all = Task.WhenAll(runs);
-        while (await Task.WhenAny(all, Task.Delay(200, cancellationToken)).ConfigureAwait(false) != all)
-            DrawProgress(Volatile.Read(ref succeeded) + Volatile.Read(ref failed), count);
-        await all.ConfigureAwait(false);
-        DrawProgress(count, count);
-        Console.Error.WriteLine();
+        var lastLine = Stopwatch.StartNew();
+        while (await Task.WhenAny(all, Task.Delay(200, CancellationToken.None)).ConfigureAwait(false) != all)
+        {
+            var done = Volatile.Read(ref succeeded) + Volatile.Read(ref failed);
+            if (terminal)
+                DrawProgress(done, count);
+            else if (lastLine.Elapsed >= TimeSpan.FromSeconds(5))
+            {
+                Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{done}/{count} completed after {total.Elapsed.TotalSeconds:F0} s"));
+                lastLine.Restart();
+            }
+        }
+        var timedOut = false;
+        try
+        {
+            await all.ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+        {
+            timedOut = true;
+        }
+        if (terminal)
+        {
+            DrawProgress(succeeded + failed, count);
+            Console.Error.WriteLine();
+        }
         total.Stop();
 
-        Array.Sort(latencies);
-        Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"completed: {count}  succeeded: {succeeded}  failed: {failed}  elapsed: {total.Elapsed.TotalSeconds:F2} s  " +
-            $"throughput: {count / total.Elapsed.TotalSeconds:F1}/s  latency p50: {Percentile(latencies, 0.50):F1} ms  p99: {Percentile(latencies, 0.99):F1} ms"));
-        return failed == 0 ? 0 : 1;
+        var finished = latencies.Where(l => l > 0).Order().ToArray();
+        var summary = new CountSummary(count, succeeded + failed, succeeded, failed, Math.Round(total.Elapsed.TotalSeconds, 3),
+            Math.Round(finished.Length / total.Elapsed.TotalSeconds, 1), Math.Round(Percentile(finished, 0.50), 1), Math.Round(Percentile(finished, 0.99), 1));
+        Console.WriteLine(asJson
+            ? JsonSerializer.Serialize(summary, CliJson.Options)
+            : string.Create(CultureInfo.InvariantCulture,
+                $"completed: {summary.Completed} of {count}  succeeded: {succeeded}  failed: {failed}  elapsed: {total.Elapsed.TotalSeconds:F2} s  " +
+                $"throughput: {summary.PerSecond:F1}/s  latency p50: {summary.LatencyP50Ms:F1} ms  p99: {summary.LatencyP99Ms:F1} ms"));
+        if (timedOut)
+            throw new CliFailure(CliApp.WaitTimedOut, $"{count - summary.Completed} of {count} invocations did not complete within --wait-timeout; they go on");
+        return failed == 0 ? CliApp.Ok : CliApp.NotSucceeded;
     }
+
+    /// <summary>The summary of <c>submit --count</c>, also its <c>--json</c> form.</summary>
+    sealed record CountSummary(int Submitted, int Completed, int Succeeded, int Failed, double ElapsedSeconds, double PerSecond, double LatencyP50Ms, double LatencyP99Ms);
 
     static void DrawProgress(int done, int count)
     {
@@ -140,6 +210,11 @@ static class SubmitCommand
         var filled = (int)((long)done * width / count);
         Console.Error.Write($"\r[{new string('#', filled)}{new string('.', width - filled)}] {done}/{count}");
     }
+
+    static TimeSpan Seconds(string[] args, int i, string option) =>
+        i < args.Length && double.TryParse(args[i], CultureInfo.InvariantCulture, out var s) && s > 0
+            ? TimeSpan.FromSeconds(s)
+            : throw new CliUsageException($"{option} needs a positive number of seconds");
 
     static double Percentile(double[] sorted, double p) =>
         sorted.Length == 0 ? 0 : sorted[Math.Clamp((int)Math.Ceiling(p * sorted.Length) - 1, 0, sorted.Length - 1)];

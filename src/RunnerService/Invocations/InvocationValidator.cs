@@ -40,6 +40,8 @@ static partial class InvocationValidator
             if (timeout > options.MaxTimeout)
                 return $"Timeout {timeout} is over the limit of {options.MaxTimeout} (Runner:MaxTimeout)";
         }
+        if (invocation.ReplyTo is { } replyTo && ReplySender.Problem(replyTo) is { } replyProblem)
+            return replyProblem;
         if (invocation.MaxAttempts is { } maxAttempts)
         {
             if (maxAttempts < 1)

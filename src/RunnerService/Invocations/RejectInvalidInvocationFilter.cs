@@ -24,8 +24,12 @@ sealed class RejectInvalidInvocationFilter(Lazy<InvocationExecutor> executor, IL
             RunnerMetrics.PoisonMessage(kind);
             context.ExceptionHeaders.Set(MessageHeaders.FaultMessage, reason);
             if (invocation is not null)
-                await executor.Value.PublishRejectedAsync(invocation with { ReplyTo = invocation.ReplyTo ?? ReplySender.AmqpReplyTo(context) }, reason)
+            {
+                // The reply address too may be what is wrong with the message: then only the exchange is told.
+                var replyTo = invocation.ReplyTo ?? ReplySender.AmqpReplyTo(context);
+                await executor.Value.PublishRejectedAsync(invocation with { ReplyTo = replyTo is not null && ReplySender.Problem(replyTo) is null ? replyTo : null }, reason)
                     .ConfigureAwait(false);
+            }
         }
         await next.Send(context).ConfigureAwait(false);
     }

@@ -1,5 +1,6 @@
 using MassTransit;
 using MassTransit.Serialization;
+using System.Text.Json;
 using RunnerService.Contracts;
 
 namespace RunnerService.Invocations;
@@ -15,7 +16,7 @@ sealed class ReplySender(IBus bus)
 {
     // Set on the one send that uses it; the bus's own serializer stays MassTransit's envelope.
     static readonly SystemTextJsonRawMessageSerializer RawJson = new(RawSerializerOptions.Default);
-    static readonly string[] EndpointSchemes = ["rabbitmq", "rabbitmqs", "queue", "exchange", "topic"];
+    static readonly string[] EndpointSchemes = ["rabbitmq", "rabbitmqs", "queue"];
 
     Uri? _defaultExchange;
 
@@ -35,6 +36,19 @@ sealed class ReplySender(IBus bus)
         && rabbit.Properties.IsReplyToPresent() && !string.IsNullOrWhiteSpace(rabbit.Properties.ReplyTo)
             ? rabbit.Properties.ReplyTo
             : null;
+
+    /// <summary>Why a reply address cannot be used, or null when it can (checked with the rest of the invocation).</summary>
+    public static string? Problem(string replyTo)
+    {
+        if (replyTo.StartsWith("exchange:", StringComparison.OrdinalIgnoreCase) || replyTo.StartsWith("topic:", StringComparison.OrdinalIgnoreCase))
+            return $"ReplyTo \"{JsonEncodedText.Encode(replyTo)}\" names an exchange; name a queue (a queue name, queue:NAME or rabbitmq://host/vhost/NAME)";
+        var queue = IsEndpointAddress(replyTo, out var address) ? QueueOf(address) : replyTo;
+        if (string.IsNullOrWhiteSpace(queue))
+            return $"ReplyTo \"{JsonEncodedText.Encode(replyTo)}\" names no queue";
+        if (System.Text.Encoding.UTF8.GetByteCount(queue) > 255 || queue.Any(char.IsControl))
+            return "ReplyTo is not a queue name (at most 255 bytes of UTF-8, no control characters)";
+        return null;
+    }
 
     /// <summary>True for a MassTransit endpoint address; false for a plain queue name.</summary>
     public static bool IsEndpointAddress(string replyTo, out Uri address) =>
@@ -57,7 +71,7 @@ sealed class ReplySender(IBus bus)
 
     /// <summary>The queue of a MassTransit endpoint address: <c>queue:name</c>, or the last segment of <c>rabbitmq://host/vhost/name?…</c>.</summary>
     public static string QueueOf(Uri address) =>
-        address.Scheme is "queue" or "exchange" or "topic"
+        address.Scheme is "queue"
             ? address.AbsolutePath.Trim('/')
             : Uri.UnescapeDataString(address.AbsolutePath.TrimEnd('/')[(address.AbsolutePath.TrimEnd('/').LastIndexOf('/') + 1)..]);
 }

@@ -39,7 +39,7 @@ sealed class RecoveryService(
     }
 
     Task CheckLoopAsync(CancellationToken stoppingToken) =>
-        new Rounds("recovery check", CheckAsync, _options.RecoveryInterval, _options.RecoveryInterval, time, logger).RunAsync(waitFirst: true, stoppingToken);
+        new Rounds("recovery check", CheckAsync, _options.RecoveryInterval, _options.RecoveryInterval, maxUnfinished: 2, time, logger).RunAsync(waitFirst: true, stoppingToken);
 
     /// <summary>
     /// Self-fencing: peers presume this replica gone after <see cref="RunnerOptions.StaleAfter"/> plus a heartbeat
@@ -82,7 +82,7 @@ sealed class RecoveryService(
     DateTimeOffset _deafLogged = DateTimeOffset.MinValue;
 
     Task HeartbeatAsync(CancellationToken stoppingToken) =>
-        new Rounds("heartbeat", BeatAsync, _options.HeartbeatInterval, _options.HeartbeatInterval / 2, time, logger).RunAsync(waitFirst: false, stoppingToken);
+        new Rounds("heartbeat", BeatAsync, _options.HeartbeatInterval, _options.HeartbeatInterval / 2, maxUnfinished: 4, time, logger).RunAsync(waitFirst: false, stoppingToken);
 
     /// <summary>One heartbeat: published to the peers, then echoed through this replica's own queue.</summary>
     async Task BeatAsync(CancellationToken stoppingToken)

@@ -8,9 +8,11 @@ namespace RunnerService.Recovery;
 /// RabbitMQ.Client 7.2 can lose the confirm of a publish in flight when the broker restarts
 /// (rabbitmq-dotnet-client#1930): awaited, that one heartbeat publish silenced the replica for good though its
 /// connection was back (intake stopped, workers fenced; CI saw it in the broker-restart test). Cancelling it instead
-/// faulted the channel again whenever the cancel landed while the bus re-declared its topology.
+/// faulted the channel again whenever the cancel landed while the bus re-declared its topology. At most
+/// <paramref name="maxUnfinished"/> rounds are left to end on their own at once; no new round starts until one of
+/// them ends, so a long outage does not pile up publishes or store connections.
 /// </summary>
-sealed class Rounds(string name, Func<CancellationToken, Task> round, TimeSpan interval, TimeSpan patience, TimeProvider time, ILogger logger)
+sealed class Rounds(string name, Func<CancellationToken, Task> round, TimeSpan interval, TimeSpan patience, int maxUnfinished, TimeProvider time, ILogger logger)
 {
     readonly ILogger _logger = logger;
     int _unfinished;
@@ -25,6 +27,13 @@ sealed class Rounds(string name, Func<CancellationToken, Task> round, TimeSpan i
             return;
         while (!stoppingToken.IsCancellationRequested)
         {
+            if (Unfinished >= maxUnfinished)
+            {
+                // As many rounds as allowed are still going: no new one until one of them ends.
+                if (!await PauseAsync(stoppingToken).ConfigureAwait(false))
+                    break;
+                continue;
+            }
             var running = round(stoppingToken);
             try
             {
@@ -34,10 +43,14 @@ sealed class Rounds(string name, Func<CancellationToken, Task> round, TimeSpan i
             {
                 break;
             }
-            catch (TimeoutException) when (!running.IsCompleted)
+            catch (TimeoutException) when (!running.IsCompleted || !running.IsFaulted)
             {
-                LeaveToEnd(running);
-                continue;
+                // Ended as the patience ran out counts as ended; a round that is really still going is left to end.
+                if (!running.IsCompleted)
+                {
+                    LeaveToEnd(running);
+                    continue;
+                }
             }
             catch (Exception ex)
             {

@@ -5,13 +5,16 @@ namespace RunnerService.IntegrationTests.Infrastructure;
 /// <summary>Runs the RunnerService executable's CLI verbs as a user would.</summary>
 static class Cli
 {
-    public static async Task<(int ExitCode, string Stdout, string Stderr)> RunAsync(Uri broker, params string[] args)
+    public static Task<(int ExitCode, string Stdout, string Stderr)> RunAsync(Uri broker, params string[] args) => RunAsync(broker.ToString(), args);
+
+    /// <summary>As above, with the broker setting given as text (which may be wrong on purpose).</summary>
+    public static async Task<(int ExitCode, string Stdout, string Stderr)> RunAsync(string broker, params string[] args)
     {
         var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         start.ArgumentList.Add(RepoPaths.ServiceDll);
         foreach (var arg in args)
             start.ArgumentList.Add(arg);
-        start.Environment["ConnectionStrings__RabbitMq"] = broker.ToString();
+        start.Environment["ConnectionStrings__RabbitMq"] = broker;
         using var process = Process.Start(start)!;
         var stdout = process.StandardOutput.ReadToEndAsync();
         var stderr = process.StandardError.ReadToEndAsync();

@@ -39,6 +39,7 @@ public sealed class CliTests(BrokerFixture broker, ITestOutputHelper output)
     [InlineData("submit", "-h")]
     [InlineData("submit", "echo", "--help")]
     [InlineData("status", "--help")]
+    [InlineData("cancel", "--help")]
     [InlineData("run", "--help")]
     public async Task Help_on_every_verb_goes_to_stdout_and_exits_0_without_touching_the_broker(params string[] args)
     {
@@ -99,6 +100,14 @@ public sealed class CliTests(BrokerFixture broker, ITestOutputHelper output)
         (exit, stdout, _) = await Cli.RunAsync(env.Bus.Broker, "status", Guid.NewGuid().ToString(), "--json");
         Assert.Equal(3, exit);
         Assert.False(JsonDocument.Parse(stdout).RootElement.GetProperty("found").GetBoolean());
+
+        // cancel: a finished invocation is left as it is (exit 1, told so); an unknown one is cancelled when it arrives.
+        (exit, stdout, _) = await Cli.RunAsync(env.Bus.Broker, "cancel", id.ToString(), "--json");
+        Assert.Equal(1, exit);
+        Assert.Equal("AlreadyFinished", JsonDocument.Parse(stdout).RootElement.GetProperty("outcome").GetString());
+        (exit, stdout, _) = await Cli.RunAsync(env.Bus.Broker, "cancel", Guid.NewGuid().ToString(), "--reason", "not wanted");
+        Assert.Equal(0, exit);
+        Assert.Contains("has not run yet", stdout, StringComparison.Ordinal);
     }
 
     [Fact]

@@ -28,6 +28,12 @@ public interface IInvocationClient
     /// </summary>
     Task<InvocationCompleted> WaitForCompletionAsync(Guid invocationId, CancellationToken cancellationToken = default);
 
+    /// <summary>
+    /// Cancels an invocation and its subtree, whatever its state (<see cref="CancelInvocation"/>); the reply says what
+    /// the cancel found. Each cancelled invocation then completes once, as <see cref="InvocationStatus.Cancelled"/>.
+    /// </summary>
+    Task<CancelInvocationReply> CancelAsync(Guid invocationId, string? reason = null, string? requestedBy = null, CancellationToken cancellationToken = default);
+
     /// <summary>Asks the invocation saga what it knows about an invocation (status, owner, waits, result, history).</summary>
     Task<InvocationStatusReport> GetStatusAsync(Guid invocationId, CancellationToken cancellationToken = default);
 

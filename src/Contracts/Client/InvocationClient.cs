@@ -67,6 +67,18 @@ public sealed class InvocationClient(IBus bus) : IInvocationClient, IAsyncDispos
         return await AwaitAsync(invocationId, Register(invocationId), cancellationToken).ConfigureAwait(false);
     }
 
+    public async Task<CancelInvocationReply> CancelAsync(Guid invocationId, string? reason = null, string? requestedBy = null, CancellationToken cancellationToken = default)
+    {
+        var client = bus.CreateRequestClient<CancelInvocation>(RequestTimeout.After(s: 30));
+        var response = await client.GetResponse<CancelInvocationReply>(new CancelInvocation
+        {
+            InvocationId = invocationId,
+            Reason = reason,
+            RequestedBy = requestedBy ?? $"{Environment.UserName}@{Environment.MachineName}",
+        }, cancellationToken).ConfigureAwait(false);
+        return response.Message;
+    }
+
     public async Task<InvocationStatusReport> GetStatusAsync(Guid invocationId, CancellationToken cancellationToken = default)
     {
         var client = bus.CreateRequestClient<GetInvocationStatus>(RequestTimeout.After(s: 30));

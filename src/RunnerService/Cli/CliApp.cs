@@ -5,7 +5,8 @@ namespace RunnerService.Cli;
 /// <summary>
 /// Dispatches the command line. With no arguments, or the verb <c>run</c>, the executable runs the service; the CLI
 /// verbs talk to a running one. Anything else is a usage error: a typo never starts a replica that joins the pool.
-/// Exit codes (docs/cli.md): 0 done (the invocation Succeeded), 1 it ended otherwise, 3 not known to the saga,
+/// Exit codes (docs/cli.md): 0 done (the invocation Succeeded), 1 it ended otherwise (or was already finished when
+/// cancelled), 3 not known to the saga,
 /// 64 usage, 69 broker or replicas unavailable, 70 internal error, 75 <c>--wait-timeout</c> passed, 78 bad
 /// configuration, 130 interrupted.
 /// </summary>
@@ -47,12 +48,13 @@ static class CliApp
             if (verb is "help" || IsHelp(verb))
                 return Help(Usage);
             var rest = args[1..];
-            if (verb is "submit" or "status" or "run" && rest.Any(IsHelp))
-                return Help(verb switch { "submit" => SubmitUsage, "status" => StatusUsage, _ => RunUsage });
+            if (verb is "submit" or "status" or "cancel" or "run" && rest.Any(IsHelp))
+                return Help(verb switch { "submit" => SubmitUsage, "status" => StatusUsage, "cancel" => CancelUsage, _ => RunUsage });
             return verb switch
             {
                 "submit" => await SubmitCommand.RunAsync(rest, cancel.Token).ConfigureAwait(false),
                 "status" => await StatusCommand.RunAsync(rest, cancel.Token).ConfigureAwait(false),
+                "cancel" => await CancelCommand.RunAsync(rest, cancel.Token).ConfigureAwait(false),
                 _ => throw new CliUsageException($"unknown verb '{verb}'"),
             };
         }
@@ -110,6 +112,13 @@ static class CliApp
                                                  as JSON, as GET /invocations/{id} returns it); exit 3 when unknown
         """;
 
+    const string CancelUsage = """
+          RunnerService cancel INVOCATION_ID [--reason TEXT] [--json]
+                                                 cancel an invocation and its subtree: queued, it never runs; running
+                                                 or paused, it is killed; each completes as Cancelled. Exit 1 when it
+                                                 had already finished
+        """;
+
     const string RunUsage = """
           RunnerService [run] [--Section:Key=value ...]
                                                  run the service, with optional configuration overrides
@@ -120,6 +129,7 @@ static class CliApp
         {RunUsage}
         {SubmitUsage}
         {StatusUsage}
+        {CancelUsage}
           RunnerService help | -h | --help       this text; VERB --help for one verb
         {BrokerLine}
         exit codes: 0 done, 1 not Succeeded, 3 unknown invocation, 64 usage, 69 broker or replicas unavailable,

@@ -69,6 +69,12 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, ReplySend
         var queuedFor = DateTime.UtcNow - queuedSince;
         if (queuedFor < TimeSpan.Zero)
             queuedFor = TimeSpan.Zero;
+        // Cancelled after the saga granted it here, before it started: it never runs.
+        if (supervisor.TakeCancel(invocation.InvocationId) is { } cancelled)
+        {
+            await PublishCancelledAsync(invocation, attempt, cancelled, queuedFor).ConfigureAwait(false);
+            return;
+        }
 
         WorkerSession session;
         try
@@ -276,6 +282,15 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, ReplySend
                 await publishing.ConfigureAwait(false);
                 break;
             }
+            case SessionOutcome.Waiting when session.CancelMessage is { } cancelMessage:
+                // Cancelled as it asked to wait: it never pauses; its worker is being killed.
+                await session.Exited.ConfigureAwait(false);
+                await (startedEvent ?? Task.CompletedTask).ConfigureAwait(false);
+                supervisor.Remove(session);
+                lease.Dispose();
+                await PublishCompletedAsync(publisher, session.Invocation, session.Attempt, session.Pid, session.QueuedFor, session.RunTime, CancelledOutcome(cancelMessage))
+                    .ConfigureAwait(false);
+                break;
             case SessionOutcome.Waiting waiting:
                 session.Pause();
                 lease.Dispose();
@@ -350,6 +365,69 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, ReplySend
     /// <summary>Runs the invocation again, as a new attempt, on whichever replica takes it (shutdown, recovery).</summary>
     public Task RerouteAsync(IPublishEndpoint publisher, RunInvocation invocation, int attempt, CancellationToken cancellationToken) =>
         publisher.Publish(invocation with { Attempt = attempt + 1, SubmittedAt = DateTimeOffset.UtcNow }, cancellationToken);
+
+    /// <summary>Completes an invocation that never ran here as Cancelled (its cancel came first).</summary>
+    public Task PublishCancelledAsync(RunInvocation invocation, int attempt, string message, TimeSpan queuedFor = default)
+    {
+        InvocationLog.CancelledBeforeRun(logger, invocation.InvocationId, attempt, message);
+        return PublishCompletedAsync(bus, invocation, attempt, 0, queuedFor, TimeSpan.Zero, CancelledOutcome(message));
+    }
+
+    static SessionOutcome.Final CancelledOutcome(string message) =>
+        new(InvocationStatus.Cancelled, null, new InvocationError { Type = InvocationErrorTypes.Cancelled, Message = message });
+
+    /// <summary>
+    /// The saga asks this replica to cancel an attempt it holds. A running worker gets SIGTERM, and SIGKILL after the
+    /// kill grace, and its driver completes it as Cancelled; a paused one (nobody drives it) is killed at once and
+    /// completed here. The sub-invocations it started are cancelled too. One not here (yet) is remembered: a run
+    /// granted here that has not started then never starts.
+    /// </summary>
+    public async Task CancelHeldAsync(Guid invocationId, int attempt, string message)
+    {
+        if (!supervisor.TryGet(invocationId, out var session) || session.Attempt != attempt)
+        {
+            supervisor.RememberCancel(invocationId, message);
+            return;
+        }
+        if (session.CancelMessage is not null)
+            return; // cancelled already (the saga may ask again as the wait it holds reaches it)
+        InvocationLog.Cancelling(logger, invocationId, attempt, session.State, session.Pid, message);
+        if (session.State == WorkerState.Paused && session.TryClaimResume(0))
+        {
+            if (!session.TryClaimFinal())
+                return; // shutdown or the fence took it first: it goes their way
+            await session.CancelPausedAsync(message).ConfigureAwait(false);
+            await PublishCompletedAsync(bus, session.Invocation, session.Attempt, session.Pid, session.QueuedFor, session.RunTime, CancelledOutcome(message))
+                .ConfigureAwait(false);
+            supervisor.Remove(session);
+        }
+        else
+        {
+            session.Cancel(message);
+        }
+        await CancelChildrenAsync(session, session.Children).ConfigureAwait(false);
+    }
+
+    /// <summary>Passes a cancel down to sub-invocations a cancelled worker started.</summary>
+    async Task CancelChildrenAsync(WorkerSession session, IEnumerable<Guid> children)
+    {
+        foreach (var child in children)
+        {
+            try
+            {
+                await bus.Publish(new CancelInvocation
+                {
+                    InvocationId = child,
+                    Reason = $"its parent {session.InvocationId} was cancelled ({session.CancelMessage})",
+                    RequestedBy = session.InvocationId.ToString(),
+                }).ConfigureAwait(false);
+            }
+            catch (Exception ex)
+            {
+                InvocationLog.CompletionPublishFailed(logger, child, nameof(CancelInvocation), ex.Message);
+            }
+        }
+    }
 
     /// <summary>Publishes the single Failed completion of a message that cannot run at all.</summary>
     public Task PublishRejectedAsync(RunInvocation invocation, string reason) =>
@@ -466,8 +544,10 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, ReplySend
     /// <summary>Publishes the sub-invocations a worker starts, as children of its invocation.</summary>
     sealed class Relay(InvocationExecutor executor, IPublishEndpoint publisher) : ISessionCallbacks
     {
-        public Task OnInvokeAsync(WorkerSession session, InvokeMessage invoke) =>
-            executor.PublishReliablyAsync(publisher, session.InvocationId, new RunInvocation
+        public async Task OnInvokeAsync(WorkerSession session, InvokeMessage invoke)
+        {
+            session.NoteChild(invoke.InvocationId);
+            await executor.PublishReliablyAsync(publisher, session.InvocationId, new RunInvocation
             {
                 InvocationId = invoke.InvocationId,
                 TaskName = invoke.TaskName,
@@ -476,6 +556,10 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, ReplySend
                 ParentAttempt = session.Attempt,
                 Timeout = invoke.Timeout,
                 SubmittedAt = DateTimeOffset.UtcNow,
-            });
+            }).ConfigureAwait(false);
+            // Started while its parent was being cancelled: cancelled with it.
+            if (session.CancelMessage is not null)
+                await executor.CancelChildrenAsync(session, [invoke.InvocationId]).ConfigureAwait(false);
+        }
     }
 }

@@ -57,6 +57,14 @@ static partial class InvocationLog
         Message = "Publishing {MessageType} of invocation {InvocationId} failed ({Reason}); trying again")]
     public static partial void CompletionPublishFailed(ILogger logger, Guid invocationId, string messageType, string reason);
 
+    [LoggerMessage(EventId = 35, EventName = "Cancelling", Level = LogLevel.Information,
+        Message = "Invocation {InvocationId} attempt {Attempt} ({State}, pid {Pid}) is cancelled: {Reason}")]
+    public static partial void Cancelling(ILogger logger, Guid invocationId, int attempt, Processes.WorkerState state, int pid, string reason);
+
+    [LoggerMessage(EventId = 36, EventName = "CancelledBeforeRun", Level = LogLevel.Information,
+        Message = "Invocation {InvocationId} attempt {Attempt} was cancelled before it ran: {Reason}")]
+    public static partial void CancelledBeforeRun(ILogger logger, Guid invocationId, int attempt, string reason);
+
     [LoggerMessage(EventId = 34, EventName = "ReplyFailed", Level = LogLevel.Error,
         Message = "The completion of invocation {InvocationId} could not be sent to its reply address {ReplyTo} ({Reason}); it is on the completion exchange")]
     public static partial void ReplyFailed(ILogger logger, Guid invocationId, string replyTo, string reason);

@@ -24,7 +24,7 @@ sealed class ResumeInvocationConsumer(
     BrokerContact contact,
     IOptions<RunnerOptions> options,
     ILogger<ResumeInvocationConsumer> logger)
-    : IConsumer<ResumeInvocation>, IConsumer<AbandonAttempt>, IConsumer<InstanceEcho>
+    : IConsumer<ResumeInvocation>, IConsumer<AbandonAttempt>, IConsumer<InstanceEcho>, IConsumer<CancelAttempt>
 {
     public async Task Consume(ConsumeContext<ResumeInvocation> context)
     {
@@ -80,6 +80,12 @@ sealed class ResumeInvocationConsumer(
     {
         contact.EchoHeard();
         return Task.CompletedTask;
+    }
+
+    public async Task Consume(ConsumeContext<CancelAttempt> context)
+    {
+        using var busy = contact.OwnQueueConsume();
+        await executor.CancelHeldAsync(context.Message.InvocationId, context.Message.Attempt, context.Message.Message).ConfigureAwait(false);
     }
 
     public async Task Consume(ConsumeContext<AbandonAttempt> context)

@@ -315,6 +315,47 @@ sealed class WorkerSession
 
     public void Kill() => _process.Kill();
 
+    /// <summary>Set once the invocation is cancelled: the completion's error message.</summary>
+    public string? CancelMessage { get; private set; }
+
+    /// <summary>
+    /// Cancels a running worker: SIGTERM to its group, SIGKILL after the kill grace; the driver then completes the
+    /// invocation as Cancelled with <paramref name="message"/>.
+    /// </summary>
+    public void Cancel(string message)
+    {
+        CancelMessage ??= message;
+        Stop(new SessionOutcome.Final(InvocationStatus.Cancelled, null, new InvocationError { Type = InvocationErrorTypes.Cancelled, Message = message }),
+            _timings.KillGrace);
+    }
+
+    /// <summary>Cancels a paused worker nobody drives: killed at once (it is stopped), the caller completes it.</summary>
+    public async Task CancelPausedAsync(string message)
+    {
+        CancelMessage ??= message;
+        await _process.TerminateAsync(TimeSpan.Zero).ConfigureAwait(false);
+        State = WorkerState.Exited;
+    }
+
+    readonly Lock _childrenLock = new();
+    readonly List<Guid> _started = [];
+
+    /// <summary>The sub-invocations this worker started (their ids as published), for a cancel to pass down.</summary>
+    public IReadOnlyList<Guid> Children
+    {
+        get
+        {
+            lock (_childrenLock)
+                return [.. _started];
+        }
+    }
+
+    public void NoteChild(Guid invocationId)
+    {
+        lock (_childrenLock)
+            _started.Add(invocationId);
+    }
+
     /// <summary>
     /// After a final message the worker should exit on its own; one that lingers is killed. In reuse mode a worker
     /// that was offered another invocation stays: the session ends with it idle. The driver calls this after a

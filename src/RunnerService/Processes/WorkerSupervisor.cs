@@ -81,6 +81,31 @@ sealed class WorkerSupervisor(IOptions<RunnerOptions> options, TimeProvider time
         return true;
     }
 
+    readonly System.Collections.Concurrent.ConcurrentDictionary<Guid, (string Message, DateTimeOffset At)> _cancels = new();
+    static readonly TimeSpan CancelMemory = TimeSpan.FromMinutes(10);
+
+    /// <summary>
+    /// Keeps a cancel for an invocation this replica does not hold yet (granted a claim, not started): it is applied
+    /// when its run starts here (<see cref="TakeCancel"/>).
+    /// </summary>
+    public void RememberCancel(Guid invocationId, string message)
+    {
+        var now = time.GetUtcNow();
+        if (_cancels.Count > 10_000)
+        {
+            foreach (var (id, entry) in _cancels)
+            {
+                if (now - entry.At > CancelMemory)
+                    _cancels.TryRemove(id, out _);
+            }
+        }
+        _cancels[invocationId] = (message, now);
+    }
+
+    /// <summary>The cancel kept for <paramref name="invocationId"/>, if any (and recent), taken once.</summary>
+    public string? TakeCancel(Guid invocationId) =>
+        !_cancels.IsEmpty && _cancels.TryRemove(invocationId, out var entry) && time.GetUtcNow() - entry.At <= CancelMemory ? entry.Message : null;
+
     /// <summary>Forgets a session whose worker has ended.</summary>
     public void Remove(WorkerSession session, bool finished = true)
     {

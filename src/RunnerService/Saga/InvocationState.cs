@@ -34,6 +34,9 @@ public sealed class InvocationState : SagaStateMachineInstance, ISagaVersion
     public int WaitSequence { get; set; }
     public List<DependencyOutcome> Collected { get; set; } = [];
 
+    /// <summary>Set once a cancel is asked for: the completion's error message (who asked and why).</summary>
+    public string? CancelMessage { get; set; }
+
     /// <summary>Every invocation this one has waited for, in the order of its waits (for status reports).</summary>
     public List<Guid> Children { get; set; } = [];
 

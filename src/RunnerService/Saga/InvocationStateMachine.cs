@@ -34,6 +34,7 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
     public Event<ClaimInvocation> ClaimRequested { get; private set; } = null!;
     public Event<RecoverInvocation> RecoveryRequested { get; private set; } = null!;
     public Event<ResendResume> ResendRequested { get; private set; } = null!;
+    public Event<CancelInvocation> CancelRequested { get; private set; } = null!;
 
     public InvocationStateMachine()
     {
@@ -71,6 +72,8 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
             e.OnMissingInstance(m => m.Discard());
         });
 
+        Event(() => CancelRequested, e => e.CorrelateById(c => c.Message.InvocationId));
+
         // Late or duplicate events (a track after the completion, a completion after a cancel...) change nothing.
         OnUnhandledEvent(x => x.Ignore());
 
@@ -81,7 +84,18 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
             BeginWait(When(WaitStarted)),
             Finish(When(Completed)),
             When(WaiterRegistered).Then(Touch).ThenAsync(AddWaiterAsync).TransitionTo(Expected),
-            When(ClaimRequested).Then(c => Apply(c.Saga, c.Message)).RespondAsync(c => Task.FromResult(Reply(c.Saga, true))).TransitionTo(Running));
+            When(ClaimRequested).Then(c => Apply(c.Saga, c.Message)).RespondAsync(c => Task.FromResult(Reply(c.Saga, true))).TransitionTo(Running),
+            // A cancel before the invocation: kept, so the runner that takes its message completes it as Cancelled.
+            When(CancelRequested).Then(Touch).Then(c => RecordCancel(c.Saga, c.Message)).ThenAsync(c => AnswerCancelAsync(c, "Pending")).TransitionTo(Expected));
+
+        // Cancel: a replica that holds the invocation is told to kill it; otherwise the runner that takes its message
+        // (which reads the saga first) completes it as Cancelled without running it.
+        During([Expected, Submitted],
+            When(CancelRequested).Then(c => RecordCancel(c.Saga, c.Message)).ThenAsync(c => AnswerCancelAsync(c, "Pending")));
+        During([Running, Waiting, Resuming],
+            When(CancelRequested).Then(c => RecordCancel(c.Saga, c.Message)).ThenAsync(CancelOwnedAsync).ThenAsync(c => AnswerCancelAsync(c, "Cancelling")));
+        During([Succeeded, Failed, TimedOut, Cancelled],
+            When(CancelRequested).ThenAsync(c => AnswerCancelAsync(c, "AlreadyFinished")));
 
         // A track that comes after the same attempt's wait (a late timer, a redelivery) must not wipe that wait.
         During([Waiting, Resuming],
@@ -93,12 +107,12 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
             }));
 
         During([Expected, Submitted, Running],
-            When(Tracked, c => IsCurrent(c.Saga, c.Message)).Then(c => Apply(c.Saga, c.Message)).TransitionTo(Running));
+            When(Tracked, c => IsCurrent(c.Saga, c.Message)).Then(c => Apply(c.Saga, c.Message)).ThenAsync(CancelIfAskedAsync).TransitionTo(Running));
 
         During([Expected, Submitted, Running, Waiting, Resuming],
             When(ClaimRequested)
                 .IfElse(c => MayClaim(c.Saga, c.Message),
-                    granted => granted.Then(c => Apply(c.Saga, c.Message)).RespondAsync(c => Task.FromResult(Reply(c.Saga, true))).TransitionTo(Running),
+                    granted => granted.Then(c => Apply(c.Saga, c.Message)).RespondAsync(c => Task.FromResult(Reply(c.Saga, true))).ThenAsync(CancelIfAskedAsync).TransitionTo(Running),
                     refused => refused.RespondAsync(c => Task.FromResult(Reply(c.Saga, false)))),
             // The attempt is the fencing token: only the current attempt (or a newer one) may end the invocation.
             Finish(When(Completed, c => !IsStale(c.Saga, c.Message.Attempt))),
@@ -160,6 +174,53 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
 
     }
 
+    static void RecordCancel(InvocationState saga, CancelInvocation cancel)
+    {
+        if (saga.CancelMessage is not null)
+            return;
+        var by = string.IsNullOrWhiteSpace(cancel.RequestedBy) ? "a client" : cancel.RequestedBy;
+        saga.CancelMessage = string.IsNullOrWhiteSpace(cancel.Reason) ? $"cancelled by {by}" : $"cancelled by {by}: {cancel.Reason}";
+        saga.Recoveries.Add($"{DateTimeOffset.UtcNow:O} {saga.CancelMessage} (in {(string.IsNullOrEmpty(saga.CurrentState) ? "Initial" : saga.CurrentState)})");
+    }
+
+    /// <summary>Answers a cancel sent as a request (a cancel passed down a subtree has nobody to answer).</summary>
+    static async Task AnswerCancelAsync(BehaviorContext<InvocationState, CancelInvocation> context, string outcome)
+    {
+        if (context.ResponseAddress is null)
+            return;
+        await context.RespondAsync(new CancelInvocationReply
+        {
+            InvocationId = context.Saga.CorrelationId,
+            Outcome = outcome,
+            Status = string.IsNullOrEmpty(context.Saga.CurrentState) ? "Initial" : context.Saga.CurrentState,
+        }).ConfigureAwait(false);
+    }
+
+    /// <summary>The owner kills the worker (and cancels the children it started); what it waits for is cancelled too.</summary>
+    static async Task CancelOwnedAsync(BehaviorContext<InvocationState> context)
+    {
+        await CancelIfAskedAsync(context).ConfigureAwait(false);
+        foreach (var dependency in context.Saga.WaitingFor.Where(id => id != context.Saga.CorrelationId))
+        {
+            await context.Publish(new CancelInvocation
+            {
+                InvocationId = dependency,
+                Reason = $"its parent {context.Saga.CorrelationId} was cancelled",
+                RequestedBy = context.Saga.CorrelationId.ToString(),
+            }).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Once a replica holds an invocation whose cancel was asked for, it is told to kill that attempt.</summary>
+    static async Task CancelIfAskedAsync(BehaviorContext<InvocationState> context)
+    {
+        var saga = context.Saga;
+        if (saga.CancelMessage is null || saga.OwnerAddress is not { } owner)
+            return;
+        var endpoint = await context.GetSendEndpoint(owner).ConfigureAwait(false);
+        await endpoint.Send(new CancelAttempt { InvocationId = saga.CorrelationId, Attempt = saga.Attempt, Message = saga.CancelMessage }).ConfigureAwait(false);
+    }
+
     /// <summary>An event of an attempt older than the saga's current one.</summary>
     static bool IsStale(InvocationState saga, int attempt) => attempt < saga.Attempt;
 
@@ -189,6 +250,7 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
     EventActivityBinder<InvocationState, InvocationWaitingFor> BeginWait(EventActivityBinder<InvocationState, InvocationWaitingFor> binder) =>
         binder
             .ThenAsync(RegisterWaitsAsync)
+            .ThenAsync(CancelIfAskedAsync)
             .TransitionTo(Waiting)
             .If(c => c.Saga.AllCollected, x => x.ThenAsync(SendResumeAsync).TransitionTo(Resuming));
 
@@ -479,6 +541,7 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
         WaitingFor = saga.WaitingFor,
         Waiters = saga.Waiters,
         Children = saga.Children,
+        CancelRequested = saga.CancelMessage,
         Result = saga.Result,
         Error = saga.Error,
         History = saga.History,

@@ -16,6 +16,12 @@ public record CancelInvocation
 
     /// <summary>Who asked (a user, a service, or the parent whose cancel reached this sub-invocation).</summary>
     public string? RequestedBy { get; init; }
+
+    /// <summary>
+    /// Set when a cancel passes down a tree: it applies only if the invocation is a sub-invocation of this one (or
+    /// not known yet), so an invocation that others wait for by id is not cancelled with one of its waiters.
+    /// </summary>
+    public Guid? OnlyIfChildOf { get; init; }
 }
 
 /// <summary>What a <see cref="CancelInvocation"/> request found.</summary>

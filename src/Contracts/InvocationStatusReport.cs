@@ -26,6 +26,9 @@ public record InvocationStatusReport
     /// and waited for, and any other invocation it waited for by id. Each has a report of its own.
     /// </summary>
     public IReadOnlyList<Guid> Children { get; init; } = [];
+    /// <summary>The last progress the task reported (throttled to one event per <c>Runner:ProgressInterval</c>).</summary>
+    public InvocationProgress? Progress { get; init; }
+
     /// <summary>Set once a cancel was asked for (who asked and why), until and after it takes effect.</summary>
     public string? CancelRequested { get; init; }
 

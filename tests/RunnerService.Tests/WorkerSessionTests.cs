@@ -40,6 +40,10 @@ public sealed class WorkerSessionTests : IDisposable
     sealed class NoInvokes : ISessionCallbacks
     {
         public Task OnInvokeAsync(WorkerSession session, InvokeMessage invoke) => Task.CompletedTask;
+
+        public void OnProgress(WorkerSession session, ProgressMessage progress)
+        {
+        }
     }
 
     [Fact]

@@ -42,4 +42,10 @@ public interface IInvocationClient
     /// binds a queue of this client to the completion exchange on its next call, with all of that traffic.
     /// </summary>
     event Action<InvocationCompleted>? CompletionObserved;
+
+    /// <summary>
+    /// Raised for each progress event of the invocations this client runs with <c>RunAsync</c> (sent to its own queue,
+    /// at most one per invocation per <c>Runner:ProgressInterval</c>).
+    /// </summary>
+    event Action<InvocationProgress>? ProgressObserved;
 }

@@ -25,6 +25,9 @@ public sealed class InvocationClient(IBus bus) : IInvocationClient, IAsyncDispos
     /// </summary>
     public event Action<InvocationCompleted>? CompletionObserved;
 
+    /// <summary>Raised for each progress event of an invocation this client runs (<see cref="RunAsync(RunInvocation, CancellationToken)"/>).</summary>
+    public event Action<InvocationProgress>? ProgressObserved;
+
     /// <summary>The queue the completions of <see cref="RunAsync(RunInvocation, CancellationToken)"/> arrive on, once connected.</summary>
     public Uri? ReplyAddress => _replies?.ReceiveEndpoint.InputAddress;
 
@@ -134,6 +137,15 @@ public sealed class InvocationClient(IBus bus) : IInvocationClient, IAsyncDispos
                 OnCompleted(context.Message, observed: bindToExchange);
                 return Task.CompletedTask;
             });
+            if (!bindToExchange)
+            {
+                // Sent to the reply queue only (never bound to the progress exchange here).
+                cfg.Handler<InvocationProgress>(context =>
+                {
+                    ProgressObserved?.Invoke(context.Message);
+                    return Task.CompletedTask;
+                });
+            }
         });
         try
         {

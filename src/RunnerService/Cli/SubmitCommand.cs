@@ -107,6 +107,12 @@ static class SubmitCommand
                         rootSeen.TrySetResult();
                 };
             }
+            // Progress as it arrives, on stderr (stdout stays the one JSON line of the completion).
+            client.ProgressObserved += p =>
+            {
+                if (p.InvocationId == invocation.InvocationId)
+                    Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture, $"progress {p.Fraction * 100:0}%{(p.Message is { Length: > 0 } m ? $": {m}" : "")}"));
+            };
             InvocationCompleted completed;
             try
             {

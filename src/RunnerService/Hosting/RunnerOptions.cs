@@ -103,6 +103,12 @@ public sealed class RunnerOptions
     public TimeSpan TrackAfter { get; set; } = TimeSpan.FromSeconds(1);
 
     /// <summary>
+    /// At most one <c>InvocationProgress</c> event per invocation per interval: the first report at once, then the
+    /// latest of each interval. A worker may report as often as it likes.
+    /// </summary>
+    public TimeSpan ProgressInterval { get; set; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>
     /// Reuse mode, off by default (1: a fresh process per invocation). Above 1, a worker that says it can (workers
     /// built on the worker SDK do) runs up to this many invocations one after another before it is replaced, like
     /// prefork's max-tasks-per-child: faster, but invocations then share a process (static state, leaked memory,

@@ -22,6 +22,8 @@ sealed class RunnerOptionsValidator : IValidateOptions<RunnerOptions>
             failures.Add($"Runner:MaxTimeout must be positive and at most {RunnerOptions.TimeoutCeiling.Days} days (the longest .NET timer is about 49.7 days).");
         else if (options.DefaultTimeout > options.MaxTimeout)
             failures.Add($"Runner:DefaultTimeout ({options.DefaultTimeout}) must not exceed Runner:MaxTimeout ({options.MaxTimeout}).");
+        if (options.ProgressInterval < TimeSpan.FromMilliseconds(10) || options.ProgressInterval > TimeSpan.FromHours(1))
+            failures.Add("Runner:ProgressInterval must be between 10 ms and 1 hour.");
         if (options.TrackAfter < TimeSpan.Zero || options.TrackAfter > TimeSpan.FromDays(1))
             failures.Add("Runner:TrackAfter must be between 0 and 1 day.");
         if (options.KillGrace < TimeSpan.Zero || options.KillGrace > TimeSpan.FromMinutes(10))

@@ -15,7 +15,7 @@ namespace RunnerService.Invocations;
 /// Drives worker sessions: starts them, relays what the worker asks for, and publishes the invocation's events.
 /// Used by the consumer of new invocations and by the resume consumer.
 /// </summary>
-sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, ReplySender replies, IOptions<RunnerOptions> options, TimeProvider time, ILogger<InvocationExecutor> logger)
+sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, ReplySender replies, Saga.Persistence.ISagaStore sagas, IOptions<RunnerOptions> options, TimeProvider time, ILogger<InvocationExecutor> logger)
 {
     readonly RunnerOptions _options = options.Value;
 
@@ -69,7 +69,17 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, ReplySend
         var queuedFor = DateTime.UtcNow - queuedSince;
         if (queuedFor < TimeSpan.Zero)
             queuedFor = TimeSpan.Zero;
-        // Cancelled after the saga granted it here, before it started: it never runs.
+        // A cancel may have come first (while it was queued, or before it was even published): it never runs then.
+        // Read here, with the slot held, right before the worker would start.
+        switch (await CancelRecordedAsync(invocation, attempt).ConfigureAwait(false))
+        {
+            case (true, { } message):
+                supervisor.TakeCancel(invocation.InvocationId);
+                await PublishCancelledAsync(invocation, attempt, message, queuedFor).ConfigureAwait(false);
+                return;
+            case (true, null):
+                return; // finished, or held by another replica, which its cancel reaches
+        }
         if (supervisor.TakeCancel(invocation.InvocationId) is { } cancelled)
         {
             await PublishCancelledAsync(invocation, attempt, cancelled, queuedFor).ConfigureAwait(false);
@@ -90,6 +100,9 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, ReplySend
         }
 
         session.QueuedFor = queuedFor;
+        // A cancel that came while the worker was being started (the saga sent it here, the session did not exist yet).
+        if (supervisor.TakeCancel(invocation.InvocationId) is { } lateCancel)
+            session.Cancel(lateCancel);
         RunnerMetrics.InvocationStarted(invocation.TaskName, queuedFor);
         // The worker gets its invocation first; the Started event's broker round trip then overlaps its start-up.
         session.Send(new StartInvocationMessage
@@ -285,6 +298,14 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, ReplySend
             case SessionOutcome.Waiting when session.CancelMessage is { } cancelMessage:
                 // Cancelled as it asked to wait: it never pauses; its worker is being killed.
                 await session.Exited.ConfigureAwait(false);
+                if (!session.TryClaimFinal())
+                {
+                    // Shutdown or the fence took it meanwhile: it goes their way, as an aborted run.
+                    await session.Rerouted.Task.ConfigureAwait(false);
+                    supervisor.Remove(session, finished: false);
+                    lease.Dispose();
+                    break;
+                }
                 await (startedEvent ?? Task.CompletedTask).ConfigureAwait(false);
                 supervisor.Remove(session);
                 lease.Dispose();
@@ -293,6 +314,14 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, ReplySend
                 break;
             case SessionOutcome.Waiting waiting:
                 session.Pause();
+                if (session.CancelMessage is not null)
+                {
+                    // The cancel came as it paused: nobody would drive it again. Completed as a paused cancel.
+                    lease.Dispose();
+                    await (startedEvent ?? Task.CompletedTask).ConfigureAwait(false);
+                    await CompletePausedCancelAsync(session).ConfigureAwait(false);
+                    break;
+                }
                 lease.Dispose();
                 InvocationLog.Paused(logger, session.InvocationId, session.Pid, waiting.InvocationIds.Count);
                 RunnerActivitySource.Paused(waiting.InvocationIds.Count);
@@ -350,7 +379,7 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, ReplySend
     /// <summary>The back-off before the next attempt, or null when this outcome is final.</summary>
     TimeSpan? ShouldRetry(WorkerSession session, SessionOutcome.Final final)
     {
-        if (final.Status == InvocationStatus.Succeeded || final.Error is null)
+        if (final.Status == InvocationStatus.Succeeded || final.Error is null || session.CancelMessage is not null)
             return null;
         var maxAttempts = session.Invocation.MaxAttempts ?? _options.DefaultMaxAttempts;
         if (session.Attempt >= maxAttempts)
@@ -365,6 +394,34 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, ReplySend
     /// <summary>Runs the invocation again, as a new attempt, on whichever replica takes it (shutdown, recovery).</summary>
     public Task RerouteAsync(IPublishEndpoint publisher, RunInvocation invocation, int attempt, CancellationToken cancellationToken) =>
         publisher.Publish(invocation with { Attempt = attempt + 1, SubmittedAt = DateTimeOffset.UtcNow }, cancellationToken);
+
+    /// <summary>
+    /// Whether the saga holds a cancel for this invocation, read by id from the saga store before its worker starts.
+    /// (true, message): nobody else holds it and it is not final, so it is completed here as Cancelled without a worker.
+    /// (true, null): cancelled and final already, or held by another replica (a duplicate of its message), which the
+    /// cancel reaches: nothing to do. (false, _): run it. A store that cannot be read does not stop the run: the
+    /// cancel then reaches it once the saga hears of it (its track or wait).
+    /// </summary>
+    async Task<(bool Cancelled, string? Message)> CancelRecordedAsync(RunInvocation invocation, int attempt)
+    {
+        Saga.InvocationState saga;
+        try
+        {
+            if (await sagas.ReadAsync(invocation.InvocationId, CancellationToken.None).ConfigureAwait(false) is not { } stored)
+                return (false, null);
+            saga = Saga.Persistence.InvocationSagaRepositoryContextFactory.Deserialize(stored);
+        }
+        catch (Exception ex)
+        {
+            InvocationLog.CancelCheckFailed(logger, invocation.InvocationId, ex.Message);
+            return (false, null);
+        }
+        if (saga.CancelMessage is not { } message)
+            return (false, null);
+        var final = Saga.InvocationTransitions.FinalStatuses.Contains(saga.CurrentState);
+        var heldElsewhere = saga.OwnerInstance is { } owner && owner != _options.EffectiveInstanceId;
+        return final || heldElsewhere || attempt < saga.Attempt ? (true, null) : (true, message);
+    }
 
     /// <summary>Completes an invocation that never ran here as Cancelled (its cancel came first).</summary>
     public Task PublishCancelledAsync(RunInvocation invocation, int attempt, string message, TimeSpan queuedFor = default)
@@ -392,20 +449,32 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, ReplySend
         if (session.CancelMessage is not null)
             return; // cancelled already (the saga may ask again as the wait it holds reaches it)
         InvocationLog.Cancelling(logger, invocationId, attempt, session.State, session.Pid, message);
-        if (session.State == WorkerState.Paused && session.TryClaimResume(0))
+        session.Cancel(message);
+        if (session.CancelMessage is null)
+            return; // it ended (or its process moved on) first: nothing to cancel
+        if (session.State == WorkerState.Paused)
+            await CompletePausedCancelAsync(session).ConfigureAwait(false);
+        await CancelChildrenAsync(session, session.Children).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// A paused worker nobody drives: killed at once and completed as Cancelled here, unless a resume (whose driver
+    /// then sees the cancel), shutdown or the fence took it first.
+    /// </summary>
+    async Task CompletePausedCancelAsync(WorkerSession session)
+    {
+        if (session.CancelMessage is not { } message || !session.TryClaimResume(0) || !session.TryClaimFinal())
+            return;
+        try
         {
-            if (!session.TryClaimFinal())
-                return; // shutdown or the fence took it first: it goes their way
             await session.CancelPausedAsync(message).ConfigureAwait(false);
             await PublishCompletedAsync(bus, session.Invocation, session.Attempt, session.Pid, session.QueuedFor, session.RunTime, CancelledOutcome(message))
                 .ConfigureAwait(false);
+        }
+        finally
+        {
             supervisor.Remove(session);
         }
-        else
-        {
-            session.Cancel(message);
-        }
-        await CancelChildrenAsync(session, session.Children).ConfigureAwait(false);
     }
 
     /// <summary>Passes a cancel down to sub-invocations a cancelled worker started.</summary>
@@ -420,6 +489,7 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, ReplySend
                     InvocationId = child,
                     Reason = $"its parent {session.InvocationId} was cancelled ({session.CancelMessage})",
                     RequestedBy = session.InvocationId.ToString(),
+                    OnlyIfChildOf = session.InvocationId,
                 }).ConfigureAwait(false);
             }
             catch (Exception ex)
@@ -560,6 +630,55 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, ReplySend
             // Started while its parent was being cancelled: cancelled with it.
             if (session.CancelMessage is not null)
                 await executor.CancelChildrenAsync(session, [invoke.InvocationId]).ConfigureAwait(false);
+        }
+
+        public void OnProgress(WorkerSession session, ProgressMessage progress) => executor.ReportProgress(session, progress);
+    }
+
+    /// <summary>
+    /// A worker's progress report, throttled to one event per <see cref="RunnerOptions.ProgressInterval"/> per
+    /// invocation (<see cref="ProgressThrottle"/>). Events go out in the background: they never slow the worker.
+    /// </summary>
+    void ReportProgress(WorkerSession session, ProgressMessage progress)
+    {
+        var (now, later) = session.Progress.Report(progress, time.GetUtcNow(), _options.ProgressInterval);
+        if (now is not null)
+            Observe(PublishProgressAsync(session, now));
+        if (later is { } delay)
+            Observe(PublishLaterAsync(session, delay));
+    }
+
+    async Task PublishLaterAsync(WorkerSession session, TimeSpan delay)
+    {
+        await Task.Delay(delay, time).ConfigureAwait(false);
+        if (session.Progress.TakePending(time.GetUtcNow()) is { } pending && session.State is WorkerState.Running)
+            await PublishProgressAsync(session, pending).ConfigureAwait(false);
+    }
+
+    async Task PublishProgressAsync(WorkerSession session, ProgressMessage progress)
+    {
+        var message = new InvocationProgress
+        {
+            InvocationId = session.InvocationId,
+            TaskName = session.Invocation.TaskName,
+            Fraction = double.IsFinite(progress.Fraction) ? Math.Clamp(progress.Fraction, 0, 1) : 0,
+            Message = progress.Message is { Length: > 1000 } text ? text[..1000] : progress.Message,
+            ProcessId = session.Pid,
+            Attempt = session.Attempt,
+            ReportedAt = time.GetUtcNow(),
+        };
+        try
+        {
+            using var limit = new CancellationTokenSource(PublishAttemptTimeout);
+            await bus.Publish(message, limit.Token).ConfigureAwait(false);
+            // A MassTransit reply address (a .NET client) gets it too; a plain reply_to queue only its completion.
+            if (session.Invocation.ReplyTo is { } replyTo && ReplySender.IsEndpointAddress(replyTo, out _))
+                await replies.SendAsync(replyTo, message, limit.Token).ConfigureAwait(false);
+        }
+        catch (Exception ex)
+        {
+            // Informational: a lost progress event is not retried.
+            InvocationLog.CompletionPublishFailed(logger, session.InvocationId, nameof(InvocationProgress), ex.Message);
         }
     }
 }

@@ -65,6 +65,10 @@ static partial class InvocationLog
         Message = "Invocation {InvocationId} attempt {Attempt} was cancelled before it ran: {Reason}")]
     public static partial void CancelledBeforeRun(ILogger logger, Guid invocationId, int attempt, string reason);
 
+    [LoggerMessage(EventId = 37, EventName = "CancelCheckFailed", Level = LogLevel.Warning,
+        Message = "Invocation {InvocationId}: the saga store could not be read for a cancel ({Reason}); it runs, and a cancel reaches it once the saga hears of it")]
+    public static partial void CancelCheckFailed(ILogger logger, Guid invocationId, string reason);
+
     [LoggerMessage(EventId = 34, EventName = "ReplyFailed", Level = LogLevel.Error,
         Message = "The completion of invocation {InvocationId} could not be sent to its reply address {ReplyTo} ({Reason}); it is on the completion exchange")]
     public static partial void ReplyFailed(ILogger logger, Guid invocationId, string replyTo, string reason);

@@ -54,7 +54,7 @@ sealed class ReplySender(IBus bus)
     public static bool IsEndpointAddress(string replyTo, out Uri address) =>
         Uri.TryCreate(replyTo, UriKind.Absolute, out address!) && EndpointSchemes.Contains(address.Scheme, StringComparer.OrdinalIgnoreCase);
 
-    public async Task SendAsync(string replyTo, InvocationCompleted completed, CancellationToken cancellationToken)
+    public async Task SendAsync<T>(string replyTo, T completed, CancellationToken cancellationToken) where T : class
     {
         var raw = !IsEndpointAddress(replyTo, out var address);
         var queue = raw ? replyTo : QueueOf(address);

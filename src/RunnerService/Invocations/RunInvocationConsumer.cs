@@ -20,7 +20,6 @@ sealed class RunInvocationConsumer(
     ShutdownCoordinator shutdown,
     OwnershipClaims claims,
     Recovery.BrokerContact contact,
-    Saga.Persistence.ISagaStore sagas,
     IOptions<RunnerOptions> options,
     ILogger<RunInvocationConsumer> logger) : IConsumer<RunInvocation>
 {
@@ -47,9 +46,6 @@ sealed class RunInvocationConsumer(
             InvocationLog.IntakeStopped(logger, invocation.InvocationId, contact.Silence);
             await Task.Delay(TimeSpan.FromSeconds(1), context.CancellationToken).ConfigureAwait(false);
         }
-        // A cancel may have come first (even before the invocation was published): it never runs then.
-        if (await CancelledAsync(invocation, context.CancellationToken).ConfigureAwait(false))
-            return;
         if (!await ClaimHereAsync(invocation, context.CancellationToken).ConfigureAwait(false))
         {
             // A second delivery of what this replica already handles (a duplicate publish, or a redelivery after the
@@ -115,22 +111,6 @@ sealed class RunInvocationConsumer(
             // The old attempt's driver releases the claim as it ends.
             await Task.Delay(TimeSpan.FromMilliseconds(100), cancellationToken).ConfigureAwait(false);
         }
-    }
-
-    /// <summary>
-    /// True when the saga holds a cancel for this invocation: one not final yet is completed here as Cancelled, without
-    /// a worker; one already final needs nothing more. A single read of the saga store by id.
-    /// </summary>
-    async Task<bool> CancelledAsync(RunInvocation invocation, CancellationToken cancellationToken)
-    {
-        if (await sagas.ReadAsync(invocation.InvocationId, cancellationToken).ConfigureAwait(false) is not { } stored)
-            return false;
-        var saga = Saga.Persistence.InvocationSagaRepositoryContextFactory.Deserialize(stored);
-        if (saga.CancelMessage is not { } message)
-            return false;
-        if (!Saga.InvocationTransitions.FinalStatuses.Contains(saga.CurrentState))
-            await executor.PublishCancelledAsync(invocation, Math.Max(1, invocation.Attempt), message).ConfigureAwait(false);
-        return true;
     }
 
     async Task RunAsync(ConsumeContext context, RunInvocation invocation, DateTime queuedSince, SlotLease lease)

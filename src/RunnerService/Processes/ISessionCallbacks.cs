@@ -7,4 +7,7 @@ interface ISessionCallbacks
 {
     /// <summary>The worker started a sub-invocation: publish it.</summary>
     Task OnInvokeAsync(WorkerSession session, InvokeMessage invoke);
+
+    /// <summary>The worker reported progress (it must not block the read loop).</summary>
+    void OnProgress(WorkerSession session, ProgressMessage progress);
 }

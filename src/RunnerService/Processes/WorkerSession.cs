@@ -174,6 +174,8 @@ sealed class WorkerSession
     public async Task<SessionOutcome> RunAsync(ISessionCallbacks callbacks)
     {
         State = WorkerState.Running;
+        if (CancelMessage is not null)
+            StopForCancel(); // cancelled while paused, and resumed before the cancel could kill it
         _runClock.Start();
         var budget = _budget <= TimeSpan.Zero ? TimeSpan.FromMilliseconds(1) : _budget < MaxTimer ? _budget : MaxTimer;
         using var timeout = new CancellationTokenSource(budget);
@@ -236,8 +238,11 @@ sealed class WorkerSession
                     return new SessionOutcome.Final(InvocationStatus.Succeeded, result.Result, null);
                 case WorkerEvent.Received { Message: ErrorMessage failure }:
                     return new SessionOutcome.Final(InvocationStatus.Failed, null, failure.Error, failure.Retryable);
+                case WorkerEvent.Received { Message: ProgressMessage progress }:
+                    callbacks.OnProgress(this, progress);
+                    break;
                 default:
-                    break; // progress: informational
+                    break;
             }
         }
     }
@@ -315,19 +320,30 @@ sealed class WorkerSession
 
     public void Kill() => _process.Kill();
 
+    /// <summary>The throttle of this invocation's progress events (the runner's, not the worker's).</summary>
+    public ProgressThrottle Progress { get; } = new();
+
     /// <summary>Set once the invocation is cancelled: the completion's error message.</summary>
     public string? CancelMessage { get; private set; }
 
     /// <summary>
-    /// Cancels a running worker: SIGTERM to its group, SIGKILL after the kill grace; the driver then completes the
-    /// invocation as Cancelled with <paramref name="message"/>.
+    /// Cancels the invocation. A running worker gets SIGTERM to its group, SIGKILL after the kill grace, and the driver
+    /// completes the invocation as Cancelled with <paramref name="message"/>. A paused one is only marked: the caller
+    /// kills it, or the driver of a resume already under way stops it as it starts. Nothing happens once the session's
+    /// outcome is claimed (it ended) or its process runs another session (reuse mode).
     /// </summary>
     public void Cancel(string message)
     {
+        if (Volatile.Read(ref _end) != 0 || !ReferenceEquals(_process.Current, this))
+            return;
         CancelMessage ??= message;
-        Stop(new SessionOutcome.Final(InvocationStatus.Cancelled, null, new InvocationError { Type = InvocationErrorTypes.Cancelled, Message = message }),
-            _timings.KillGrace);
+        if (State != WorkerState.Paused)
+            StopForCancel();
     }
+
+    void StopForCancel() =>
+        Stop(new SessionOutcome.Final(InvocationStatus.Cancelled, null, new InvocationError { Type = InvocationErrorTypes.Cancelled, Message = CancelMessage ?? "cancelled" }),
+            _timings.KillGrace);
 
     /// <summary>Cancels a paused worker nobody drives: killed at once (it is stopped), the caller completes it.</summary>
     public async Task CancelPausedAsync(string message)

@@ -34,6 +34,9 @@ public sealed class InvocationState : SagaStateMachineInstance, ISagaVersion
     public int WaitSequence { get; set; }
     public List<DependencyOutcome> Collected { get; set; } = [];
 
+    /// <summary>The last progress event of the current attempt (for status reports).</summary>
+    public InvocationProgress? LastProgress { get; set; }
+
     /// <summary>Set once a cancel is asked for: the completion's error message (who asked and why).</summary>
     public string? CancelMessage { get; set; }
 

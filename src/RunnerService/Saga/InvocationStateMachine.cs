@@ -35,6 +35,7 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
     public Event<RecoverInvocation> RecoveryRequested { get; private set; } = null!;
     public Event<ResendResume> ResendRequested { get; private set; } = null!;
     public Event<CancelInvocation> CancelRequested { get; private set; } = null!;
+    public Event<InvocationProgress> ProgressReported { get; private set; } = null!;
 
     public InvocationStateMachine()
     {
@@ -73,6 +74,12 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
         });
 
         Event(() => CancelRequested, e => e.CorrelateById(c => c.Message.InvocationId));
+        // A short run is not in the saga yet: its progress is not kept (the completion follows within TrackAfter).
+        Event(() => ProgressReported, e =>
+        {
+            e.CorrelateById(c => c.Message.InvocationId);
+            e.OnMissingInstance(m => m.Discard());
+        });
 
         // Late or duplicate events (a track after the completion, a completion after a cancel...) change nothing.
         OnUnhandledEvent(x => x.Ignore());
@@ -86,20 +93,25 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
             When(WaiterRegistered).Then(Touch).ThenAsync(AddWaiterAsync).TransitionTo(Expected),
             When(ClaimRequested).Then(c => Apply(c.Saga, c.Message)).RespondAsync(c => Task.FromResult(Reply(c.Saga, true))).TransitionTo(Running),
             // A cancel before the invocation: kept, so the runner that takes its message completes it as Cancelled.
-            When(CancelRequested).Then(Touch).Then(c => RecordCancel(c.Saga, c.Message)).ThenAsync(c => AnswerCancelAsync(c, "Pending")).TransitionTo(Expected));
+            When(CancelRequested, c => Applies(c.Saga, c.Message)).Then(Touch).Then(c => RecordCancel(c.Saga, c.Message)).ThenAsync(c => AnswerCancelAsync(c, "Pending")).TransitionTo(Expected));
+
+        During([Running, Waiting, Resuming],
+            When(ProgressReported, c => c.Message.Attempt >= c.Saga.Attempt
+                    && (c.Saga.LastProgress is null || c.Saga.LastProgress.Attempt < c.Message.Attempt || c.Saga.LastProgress.ReportedAt <= c.Message.ReportedAt))
+                .Then(c => c.Saga.LastProgress = c.Message));
 
         // Cancel: a replica that holds the invocation is told to kill it; otherwise the runner that takes its message
         // (which reads the saga first) completes it as Cancelled without running it.
         During([Expected, Submitted],
-            When(CancelRequested).Then(c => RecordCancel(c.Saga, c.Message)).ThenAsync(c => AnswerCancelAsync(c, "Pending")));
+            When(CancelRequested, c => Applies(c.Saga, c.Message)).Then(c => RecordCancel(c.Saga, c.Message)).ThenAsync(c => AnswerCancelAsync(c, "Pending")));
         During([Running, Waiting, Resuming],
-            When(CancelRequested).Then(c => RecordCancel(c.Saga, c.Message)).ThenAsync(CancelOwnedAsync).ThenAsync(c => AnswerCancelAsync(c, "Cancelling")));
+            When(CancelRequested, c => Applies(c.Saga, c.Message)).Then(c => RecordCancel(c.Saga, c.Message)).ThenAsync(CancelOwnedAsync).ThenAsync(c => AnswerCancelAsync(c, "Cancelling")));
         During([Succeeded, Failed, TimedOut, Cancelled],
             When(CancelRequested).ThenAsync(c => AnswerCancelAsync(c, "AlreadyFinished")));
 
         // A track that comes after the same attempt's wait (a late timer, a redelivery) must not wipe that wait.
         During([Waiting, Resuming],
-            When(Tracked, c => c.Message.Attempt > c.Saga.Attempt).Then(c => Apply(c.Saga, c.Message)).TransitionTo(Running),
+            When(Tracked, c => c.Message.Attempt > c.Saga.Attempt).Then(c => Apply(c.Saga, c.Message)).ThenAsync(CancelIfAskedAsync).TransitionTo(Running),
             When(Tracked, c => c.Message.Attempt <= c.Saga.Attempt).Then(c =>
             {
                 c.Saga.ProcessId = c.Saga.ProcessId == 0 ? c.Message.ProcessId : c.Saga.ProcessId;
@@ -174,6 +186,10 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
 
     }
 
+    /// <summary>A cancel passed down a tree reaches only that tree's sub-invocations.</summary>
+    static bool Applies(InvocationState saga, CancelInvocation cancel) =>
+        cancel.OnlyIfChildOf is not { } parent || saga.ParentInvocationId is null || saga.ParentInvocationId == parent;
+
     static void RecordCancel(InvocationState saga, CancelInvocation cancel)
     {
         if (saga.CancelMessage is not null)
@@ -196,7 +212,10 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
         }).ConfigureAwait(false);
     }
 
-    /// <summary>The owner kills the worker (and cancels the children it started); what it waits for is cancelled too.</summary>
+    /// <summary>
+    /// The owner kills the worker and cancels the children it started. What it waits for is cancelled here too, when it
+    /// is its sub-invocation (its owner may be gone, and then only the saga can pass the cancel on).
+    /// </summary>
     static async Task CancelOwnedAsync(BehaviorContext<InvocationState> context)
     {
         await CancelIfAskedAsync(context).ConfigureAwait(false);
@@ -207,6 +226,7 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
                 InvocationId = dependency,
                 Reason = $"its parent {context.Saga.CorrelationId} was cancelled",
                 RequestedBy = context.Saga.CorrelationId.ToString(),
+                OnlyIfChildOf = context.Saga.CorrelationId,
             }).ConfigureAwait(false);
         }
     }
@@ -542,6 +562,7 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
         Waiters = saga.Waiters,
         Children = saga.Children,
         CancelRequested = saga.CancelMessage,
+        Progress = saga.LastProgress,
         Result = saga.Result,
         Error = saga.Error,
         History = saga.History,

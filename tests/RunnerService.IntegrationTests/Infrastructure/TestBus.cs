@@ -27,6 +27,7 @@ public sealed class TestBus : IAsyncDisposable
     public ConcurrentQueue<InvocationStarted> Started { get; } = new();
     public ConcurrentQueue<InvocationCompleted> Completed { get; } = new();
     public ConcurrentQueue<InvocationWaitingFor> Waiting { get; } = new();
+    public ConcurrentQueue<InvocationProgress> Progress { get; } = new();
 
     public static async Task<TestBus> StartAsync(Uri broker)
     {
@@ -39,6 +40,7 @@ public sealed class TestBus : IAsyncDisposable
                 e.Handler<InvocationStarted>(c => { self!.Started.Enqueue(c.Message); return Task.CompletedTask; });
                 e.Handler<InvocationCompleted>(c => { self!.Completed.Enqueue(c.Message); return Task.CompletedTask; });
                 e.Handler<InvocationWaitingFor>(c => { self!.Waiting.Enqueue(c.Message); return Task.CompletedTask; });
+                e.Handler<InvocationProgress>(c => { self!.Progress.Enqueue(c.Message); return Task.CompletedTask; });
             });
         });
         self = new TestBus(bus, broker);

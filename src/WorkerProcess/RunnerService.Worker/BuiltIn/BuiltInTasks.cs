@@ -25,11 +25,27 @@ public static class BuiltInTasks
     /// <summary>Returns its arguments unchanged.</summary>
     static ValueTask<JsonNode?> Echo(TaskContext ctx) => ValueTask.FromResult(ToNode(ctx.Arguments));
 
-    /// <summary><c>{ms}</c>: sleeps, then returns <c>{slept: ms}</c>.</summary>
+    /// <summary>
+    /// <c>{ms, progress?}</c>: sleeps, then returns <c>{slept: ms}</c>. With <c>progress</c> (a count) it sleeps in
+    /// that many equal steps and reports its progress after each.
+    /// </summary>
     static async ValueTask<JsonNode?> Sleep(TaskContext ctx)
     {
         var ms = ctx.GetInt32("ms");
-        await Task.Delay(ms);
+        var steps = ctx.GetInt32("progress", 0);
+        if (steps <= 0)
+        {
+            await Task.Delay(ms);
+            return new JsonObject { ["slept"] = ms };
+        }
+        var clock = Stopwatch.StartNew();
+        for (var i = 1; i <= steps; i++)
+        {
+            var due = TimeSpan.FromMilliseconds((double)ms * i / steps) - clock.Elapsed;
+            if (due > TimeSpan.Zero)
+                await Task.Delay(due);
+            ctx.ReportProgress((double)i / steps, $"step {i} of {steps}");
+        }
         return new JsonObject { ["slept"] = ms };
     }
 

@@ -91,6 +91,19 @@ public sealed class PostgresSagaStoreTests(PostgresFixture postgres) : IAsyncLif
     }
 
     [Fact]
+    public async Task The_retention_query_finds_only_records_in_the_asked_states_unchanged_since_the_cutoff()
+    {
+        var store = NewStore();
+        await store.InitializeAsync(CancellationToken.None);
+        var finished = new StoredSaga(Guid.NewGuid(), "Succeeded", null, 1, "{}");
+        await InsertAsync(store, finished);
+        await InsertAsync(store, new StoredSaga(Guid.NewGuid(), "Waiting", "runner-a", 1, "{}"));
+        await using var tx = await store.BeginAsync(CancellationToken.None);
+        Assert.Equal(finished.Id, Assert.Single(await tx.FindUnchangedSinceAsync(["Succeeded", "Failed"], DateTimeOffset.UtcNow.AddMinutes(1), 10, CancellationToken.None)));
+        Assert.Empty(await tx.FindUnchangedSinceAsync(["Succeeded", "Failed"], DateTimeOffset.UtcNow.AddMinutes(-1), 10, CancellationToken.None));
+    }
+
+    [Fact]
     public async Task A_stale_version_is_refused_with_a_concurrency_exception()
     {
         var store = NewStore();

@@ -103,6 +103,12 @@ public sealed class RunnerOptions
     public TimeSpan TrackAfter { get; set; } = TimeSpan.FromSeconds(1);
 
     /// <summary>
+    /// Finished saga records (the invocation's history, result, error) are removed this long after their last change,
+    /// except while an open invocation still waits for one. The sweep runs every quarter of it (1 s to 1 h).
+    /// </summary>
+    public TimeSpan RetainFinished { get; set; } = TimeSpan.FromDays(7);
+
+    /// <summary>
     /// At most one <c>InvocationProgress</c> event per invocation per interval: the first report at once, then the
     /// latest of each interval. A worker may report as often as it likes.
     /// </summary>

@@ -22,6 +22,8 @@ sealed class RunnerOptionsValidator : IValidateOptions<RunnerOptions>
             failures.Add($"Runner:MaxTimeout must be positive and at most {RunnerOptions.TimeoutCeiling.Days} days (the longest .NET timer is about 49.7 days).");
         else if (options.DefaultTimeout > options.MaxTimeout)
             failures.Add($"Runner:DefaultTimeout ({options.DefaultTimeout}) must not exceed Runner:MaxTimeout ({options.MaxTimeout}).");
+        if (options.RetainFinished < TimeSpan.FromSeconds(1) || options.RetainFinished > TimeSpan.FromDays(3650))
+            failures.Add("Runner:RetainFinished must be between 1 second and 10 years.");
         if (options.ProgressInterval < TimeSpan.FromMilliseconds(10) || options.ProgressInterval > TimeSpan.FromHours(1))
             failures.Add("Runner:ProgressInterval must be between 10 ms and 1 hour.");
         if (options.TrackAfter < TimeSpan.Zero || options.TrackAfter > TimeSpan.FromDays(1))

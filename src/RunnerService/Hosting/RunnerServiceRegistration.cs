@@ -67,6 +67,7 @@ public static class RunnerServiceRegistration
         services.AddSingleton<ShutdownCoordinator>();
         services.AddHostedService(sp => sp.GetRequiredService<ShutdownCoordinator>());
         services.AddHostedService<RecoveryService>();
+        services.AddHostedService<Saga.Persistence.SagaRetention>();
         services.Configure<MassTransitHostOptions>(o =>
         {
             o.WaitUntilStarted = true;

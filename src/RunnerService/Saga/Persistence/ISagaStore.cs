@@ -37,6 +37,9 @@ public interface ISagaStoreTransaction : IAsyncDisposable
     /// <summary>Instances in one of <paramref name="states"/> that have an owner (the recovery check; uses the (state, owner) index).</summary>
     Task<IReadOnlyList<StoredSaga>> LoadOwnedAsync(IReadOnlyCollection<string> states, CancellationToken cancellationToken);
 
+    /// <summary>Ids of instances in one of <paramref name="states"/> last changed before <paramref name="before"/>, at most <paramref name="limit"/> (retention).</summary>
+    Task<IReadOnlyList<Guid>> FindUnchangedSinceAsync(IReadOnlyCollection<string> states, DateTimeOffset before, int limit, CancellationToken cancellationToken);
+
     Task CommitAsync(CancellationToken cancellationToken);
 }
 

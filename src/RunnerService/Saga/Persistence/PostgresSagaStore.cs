@@ -194,6 +194,19 @@ public sealed partial class PostgresSagaStore : ISagaStore, IAsyncDisposable, ID
             return found;
         }
 
+        public async Task<IReadOnlyList<Guid>> FindUnchangedSinceAsync(IReadOnlyCollection<string> states, DateTimeOffset before, int limit, CancellationToken cancellationToken)
+        {
+            await using var command = Command($"SELECT id FROM {table} WHERE state = ANY(@states) AND updated_at < @before LIMIT @limit;");
+            command.Parameters.AddWithValue("states", NpgsqlDbType.Array | NpgsqlDbType.Text, states.ToArray());
+            command.Parameters.AddWithValue("before", before.UtcDateTime);
+            command.Parameters.AddWithValue("limit", limit);
+            await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+            var found = new List<Guid>();
+            while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+                found.Add(reader.GetGuid(0));
+            return found;
+        }
+
         public async Task InsertAsync(StoredSaga saga, CancellationToken cancellationToken)
         {
             // A concurrent insert of the same id (not yet committed) makes this wait on the primary key; when that

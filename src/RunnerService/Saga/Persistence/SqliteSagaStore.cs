@@ -140,6 +140,23 @@ public sealed class SqliteSagaStore : ISagaStore, IDisposable
             return found;
         }
 
+        public async Task<IReadOnlyList<Guid>> FindUnchangedSinceAsync(IReadOnlyCollection<string> states, DateTimeOffset before, int limit, CancellationToken cancellationToken)
+        {
+            await using var command = connection.CreateCommand();
+            var names = states.Select((state, i) => (Name: $"$s{i}", State: state)).ToArray();
+            // updated_at is ISO 8601 in UTC ("O"): text order is time order.
+            command.CommandText = $"SELECT id FROM invocation_sagas WHERE state IN ({string.Join(", ", names.Select(n => n.Name))}) AND updated_at < $before LIMIT $limit;";
+            foreach (var (name, state) in names)
+                command.Parameters.AddWithValue(name, state);
+            command.Parameters.AddWithValue("$before", before.ToUniversalTime().ToString("O", CultureInfo.InvariantCulture));
+            command.Parameters.AddWithValue("$limit", limit);
+            await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+            var found = new List<Guid>();
+            while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+                found.Add(Guid.Parse(reader.GetString(0)));
+            return found;
+        }
+
         public async Task InsertAsync(StoredSaga saga, CancellationToken cancellationToken)
         {
             await using var command = connection.CreateCommand();

@@ -77,8 +77,18 @@ public sealed class RunnerOptions
     [Range(1, MaxAttemptsLimit)]
     public int DefaultMaxAttempts { get; set; } = 1;
 
-    /// <summary>Error types retried while attempts remain (a task's own error only when it marks itself retryable).</summary>
-    public string[] RetryableErrors { get; set; } = ["WorkerExited", "WorkerKilled", "TimedOut"];
+    /// <summary>
+    /// Error types retried while attempts remain (a task's own error only when it marks itself retryable). Unset: the
+    /// defaults below. Set, it replaces them (null here, so the configuration binder has nothing to append to); one
+    /// empty entry (<c>Runner__RetryableErrors__0=</c>) means none.
+    /// </summary>
+    public string[]? RetryableErrors { get; set; }
+
+    public static readonly IReadOnlyList<string> DefaultRetryableErrors = ["WorkerExited", "WorkerKilled", "TimedOut"];
+
+    /// <summary>What <see cref="RetryableErrors"/> amounts to.</summary>
+    public IReadOnlyList<string> EffectiveRetryableErrors =>
+        RetryableErrors is null ? DefaultRetryableErrors : [.. RetryableErrors.Where(e => !string.IsNullOrWhiteSpace(e))];
 
     /// <summary>Delay before the second attempt; doubles for each further attempt, up to <see cref="MaxRetryDelay"/>.</summary>
     public TimeSpan RetryDelay { get; set; } = TimeSpan.FromSeconds(1);

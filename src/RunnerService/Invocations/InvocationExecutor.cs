@@ -384,7 +384,7 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, ReplySend
         var maxAttempts = session.Invocation.MaxAttempts ?? _options.DefaultMaxAttempts;
         if (session.Attempt >= maxAttempts)
             return null;
-        var retryable = final.Retryable || _options.RetryableErrors.Contains(final.Error.Type, StringComparer.Ordinal);
+        var retryable = final.Retryable || _options.EffectiveRetryableErrors.Contains(final.Error.Type, StringComparer.Ordinal);
         if (!retryable)
             return null;
         var delay = _options.RetryDelay * Math.Pow(2, session.Attempt - 1);

@@ -41,4 +41,21 @@ public sealed class BrokerContactTests
         contact.EchoHeard();
         Assert.False(contact.OwnQueueDeaf);
     }
+
+    [Fact]
+    public void Publishing_is_stuck_only_when_deliveries_began_after_the_last_confirm_and_the_silence_is_long()
+    {
+        var clock = new ManualClock();
+        var contact = new BrokerContact(Options.Create(new RunnerOptions { StaleAfter = TimeSpan.FromSeconds(15) }), clock);
+        contact.Confirmed();
+        clock.Now += TimeSpan.FromSeconds(20);
+        Assert.False(contact.PublishingStuck); // silent, but nothing arrives either: an outage, which the fence covers
+        contact.DeliveryArrived();
+        Assert.True(contact.PublishingStuck); // it consumes, and nothing it publishes is confirmed
+        contact.Confirmed();
+        Assert.False(contact.PublishingStuck);
+        clock.Now += TimeSpan.FromSeconds(5);
+        contact.DeliveryArrived();
+        Assert.False(contact.PublishingStuck); // a short silence is not stuck
+    }
 }

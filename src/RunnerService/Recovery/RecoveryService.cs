@@ -19,6 +19,7 @@ namespace RunnerService.Recovery;
 /// </summary>
 sealed class RecoveryService(
     IBus bus,
+    IBusControl busControl,
     ISagaStore store,
     RunnerRegistry registry,
     WorkerSupervisor supervisor,
@@ -39,7 +40,7 @@ sealed class RecoveryService(
     }
 
     Task CheckLoopAsync(CancellationToken stoppingToken) =>
-        new Rounds("recovery check", CheckAsync, _options.RecoveryInterval, _options.RecoveryInterval, maxUnfinished: 2, time, logger).RunAsync(waitFirst: true, stoppingToken);
+        new Rounds("recovery check", ct => WithConnectionAsync(CheckAsync, ct), _options.RecoveryInterval, _options.RecoveryInterval, maxUnfinished: 2, time, logger).RunAsync(waitFirst: true, stoppingToken);
 
     /// <summary>
     /// Self-fencing: peers presume this replica gone after <see cref="RunnerOptions.StaleAfter"/> plus a heartbeat
@@ -64,6 +65,11 @@ sealed class RecoveryService(
                 _deafLogged = time.GetUtcNow();
                 RecoveryLog.OwnQueueDeaf(logger, _options.InstanceQueue, contact.EchoSilence, supervisor.Sessions.Count(s => s.State == WorkerState.Paused));
             }
+            if (contact.PublishingStuck && time.GetUtcNow() - _lastRestart > _options.StaleAfter * 2)
+            {
+                _lastRestart = time.GetUtcNow();
+                _ = RestartBusAsync(stoppingToken);
+            }
             if (!contact.MustFence)
                 continue;
             var silent = contact.Silence;
@@ -78,11 +84,53 @@ sealed class RecoveryService(
         }
     }
 
+    DateTimeOffset _lastRestart = DateTimeOffset.MinValue;
+    CancellationTokenSource _connection = new();
+
+    /// <summary>A round whose publishes end when the bus is restarted (their connection is given up), or at the stop.</summary>
+    async Task WithConnectionAsync(Func<CancellationToken, Task> round, CancellationToken stoppingToken)
+    {
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(stoppingToken, Volatile.Read(ref _connection).Token);
+        await round(linked.Token).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Replaces the bus's connection when it consumes but cannot publish (<see cref="BrokerContact.PublishingStuck"/>):
+    /// stop and start the bus. Its workers were fenced already; held deliveries go back to the queue with the old
+    /// channels and come again on the new ones.
+    /// </summary>
+    async Task RestartBusAsync(CancellationToken stoppingToken)
+    {
+        RecoveryLog.RestartingBus(logger, contact.Silence);
+        // The rounds' publishes that hang on the old connection end now, so new rounds can start after the restart.
+        var old = Interlocked.Exchange(ref _connection, new CancellationTokenSource());
+        await old.CancelAsync().ConfigureAwait(false); // not disposed: a round may be linking to it right now
+        try
+        {
+            using (var stop = CancellationTokenSource.CreateLinkedTokenSource(stoppingToken))
+            {
+                stop.CancelAfter(TimeSpan.FromSeconds(30));
+                await busControl.StopAsync(stop.Token).ConfigureAwait(false);
+            }
+            using var start = CancellationTokenSource.CreateLinkedTokenSource(stoppingToken);
+            start.CancelAfter(TimeSpan.FromSeconds(60));
+            await busControl.StartAsync(start.Token).ConfigureAwait(false);
+            RecoveryLog.BusRestarted(logger);
+        }
+        catch (Exception ex) when (!stoppingToken.IsCancellationRequested)
+        {
+            RecoveryLog.RoundFailed(logger, ex);
+        }
+        catch (OperationCanceledException)
+        {
+        }
+    }
+
     static readonly TimeSpan FenceCheck = TimeSpan.FromSeconds(1);
     DateTimeOffset _deafLogged = DateTimeOffset.MinValue;
 
     Task HeartbeatAsync(CancellationToken stoppingToken) =>
-        new Rounds("heartbeat", BeatAsync, _options.HeartbeatInterval, _options.HeartbeatInterval / 2, maxUnfinished: 4, time, logger).RunAsync(waitFirst: false, stoppingToken);
+        new Rounds("heartbeat", ct => WithConnectionAsync(BeatAsync, ct), _options.HeartbeatInterval, _options.HeartbeatInterval / 2, maxUnfinished: 4, time, logger).RunAsync(waitFirst: false, stoppingToken);
 
     /// <summary>One heartbeat: published to the peers, then echoed through this replica's own queue.</summary>
     async Task BeatAsync(CancellationToken stoppingToken)
@@ -165,6 +213,14 @@ static partial class RecoveryLog
     [LoggerMessage(EventId = 304, EventName = "OwnQueueDeaf", Level = LogLevel.Critical,
         Message = "This replica's own queue {Queue} has delivered nothing for {Silence} while the broker takes its heartbeats: resumes cannot reach its {Paused} paused worker(s). Liveness and readiness fail until it delivers again; restart the replica (its shutdown reroutes them)")]
     public static partial void OwnQueueDeaf(ILogger logger, string queue, TimeSpan silence, int paused);
+
+    [LoggerMessage(EventId = 306, EventName = "RestartingBus", Level = LogLevel.Critical,
+        Message = "Nothing published has been confirmed for {Silence} while deliveries still arrive: the connection consumes but its publishes hang. Restarting the bus for a new connection")]
+    public static partial void RestartingBus(ILogger logger, TimeSpan silence);
+
+    [LoggerMessage(EventId = 307, EventName = "BusRestarted", Level = LogLevel.Warning,
+        Message = "The bus was restarted with a new connection")]
+    public static partial void BusRestarted(ILogger logger);
 
     [LoggerMessage(EventId = 305, EventName = "RoundUnfinished", Level = LogLevel.Warning,
         Message = "A {Round} round has not ended after {Waited} (a publish whose confirm never came, a stuck store call); the next one starts now without it ({Pending} left to end on their own)")]

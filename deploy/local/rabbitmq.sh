@@ -66,6 +66,8 @@ fi
 
 print_env() {
     echo "export RABBITMQ_URL=amqp://guest:guest@127.0.0.1:${PORT}/"
+    # What the service and its CLI read (the tests read RABBITMQ_URL).
+    echo "export ConnectionStrings__RabbitMq=amqp://guest:guest@127.0.0.1:${PORT}/"
     echo "export RABBITMQ_MANAGEMENT_URL=http://guest:guest@127.0.0.1:${MGMT_PORT}/"
 }
 

@@ -43,19 +43,16 @@ public sealed class BrokerContactTests
     }
 
     [Fact]
-    public void Publishing_is_stuck_only_when_deliveries_began_after_the_last_confirm_and_the_silence_is_long()
+    public void Publishing_is_stuck_only_when_the_bus_has_been_connected_for_a_while_with_nothing_confirmed()
     {
         var clock = new ManualClock();
         var contact = new BrokerContact(Options.Create(new RunnerOptions { StaleAfter = TimeSpan.FromSeconds(15) }), clock);
         contact.Confirmed();
         clock.Now += TimeSpan.FromSeconds(20);
-        Assert.False(contact.PublishingStuck); // silent, but nothing arrives either: an outage, which the fence covers
-        contact.DeliveryArrived();
-        Assert.True(contact.PublishingStuck); // it consumes, and nothing it publishes is confirmed
+        Assert.False(contact.PublishingStuck(null)); // silent while the bus is not connected: an outage, which the fence covers
+        Assert.False(contact.PublishingStuck(TimeSpan.FromSeconds(3))); // just back: its first heartbeat has not had the time
+        Assert.True(contact.PublishingStuck(TimeSpan.FromSeconds(8))); // connected for 8 s, nothing confirmed for 20 s
         contact.Confirmed();
-        Assert.False(contact.PublishingStuck);
-        clock.Now += TimeSpan.FromSeconds(5);
-        contact.DeliveryArrived();
-        Assert.False(contact.PublishingStuck); // a short silence is not stuck
+        Assert.False(contact.PublishingStuck(TimeSpan.FromSeconds(60)));
     }
 }

@@ -25,7 +25,6 @@ sealed class RunInvocationConsumer(
 {
     public async Task Consume(ConsumeContext<RunInvocation> context)
     {
-        contact.DeliveryArrived();
         var invocation = context.Message;
         if (ReplySender.AddressOf(invocation, context.ReceiveContext, context.ResponseAddress) is { } replyTo && replyTo != invocation.ReplyTo)
             invocation = invocation with { ReplyTo = replyTo };

@@ -23,17 +23,15 @@ public sealed class BrokerContact(IOptions<RunnerOptions> options, TimeProvider 
     /// <summary>True once the replica must have killed its own workers.</summary>
     public bool MustFence => Silence > options.Value.StaleAfter * 0.75;
 
-    long _deliveryTicks;
-
-    /// <summary>A delivery (an invocation, a resume) has just begun: the connection consumes.</summary>
-    public void DeliveryArrived() => Interlocked.Exchange(ref _deliveryTicks, time.GetUtcNow().UtcTicks);
-
     /// <summary>
-    /// True when nothing this replica published has been confirmed for <see cref="RunnerOptions.StaleAfter"/>, while
-    /// deliveries began after the last confirmed heartbeat: the connection consumes but its publishes hang (seen after
-    /// broker restarts: RabbitMQ.Client 7.2 publishes that never end). Only a new connection helps.
+    /// True when nothing this replica published has been confirmed for <see cref="RunnerOptions.StaleAfter"/> although
+    /// its bus has been connected (every receive endpoint ready) for half of it: the connection consumes but its
+    /// publishes hang (seen after broker restarts: RabbitMQ.Client 7.2 publishes that never end). Only a new
+    /// connection helps. A broker that is away (the bus is not connected), or one that just came back (its first
+    /// heartbeat confirms within an interval), is not that.
     /// </summary>
-    public bool PublishingStuck => Silence > options.Value.StaleAfter && Interlocked.Read(ref _deliveryTicks) > Interlocked.Read(ref _lastTicks);
+    public bool PublishingStuck(TimeSpan? connectedFor) =>
+        Silence > options.Value.StaleAfter && connectedFor > options.Value.StaleAfter / 2;
 
     long _echoTicks = time.GetUtcNow().UtcTicks;
 
@@ -49,7 +47,6 @@ public sealed class BrokerContact(IOptions<RunnerOptions> options, TimeProvider 
     public IDisposable OwnQueueConsume()
     {
         EchoHeard();
-        DeliveryArrived();
         Interlocked.Increment(ref _ownQueueConsumes);
         return new Ended(this);
     }

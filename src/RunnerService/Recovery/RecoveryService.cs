@@ -65,7 +65,9 @@ sealed class RecoveryService(
                 _deafLogged = time.GetUtcNow();
                 RecoveryLog.OwnQueueDeaf(logger, _options.InstanceQueue, contact.EchoSilence, supervisor.Sessions.Count(s => s.State == WorkerState.Paused));
             }
-            if (contact.PublishingStuck && time.GetUtcNow() - _lastRestart > _options.StaleAfter * 2)
+            var connected = busControl.CheckHealth().Status == BusHealthStatus.Healthy;
+            _connectedSince = connected ? _connectedSince ?? time.GetUtcNow() : null;
+            if (contact.PublishingStuck(time.GetUtcNow() - _connectedSince) && time.GetUtcNow() - _lastRestart > _options.StaleAfter * 2)
             {
                 _lastRestart = time.GetUtcNow();
                 _ = RestartBusAsync(stoppingToken);
@@ -85,6 +87,7 @@ sealed class RecoveryService(
     }
 
     DateTimeOffset _lastRestart = DateTimeOffset.MinValue;
+    DateTimeOffset? _connectedSince;
     CancellationTokenSource _connection = new();
 
     /// <summary>A round whose publishes end when the bus is restarted (their connection is given up), or at the stop.</summary>
@@ -215,7 +218,7 @@ static partial class RecoveryLog
     public static partial void OwnQueueDeaf(ILogger logger, string queue, TimeSpan silence, int paused);
 
     [LoggerMessage(EventId = 306, EventName = "RestartingBus", Level = LogLevel.Critical,
-        Message = "Nothing published has been confirmed for {Silence} while deliveries still arrive: the connection consumes but its publishes hang. Restarting the bus for a new connection")]
+        Message = "Nothing published has been confirmed for {Silence} while the bus is connected: the connection consumes but its publishes hang. Restarting the bus for a new connection")]
     public static partial void RestartingBus(ILogger logger, TimeSpan silence);
 
     [LoggerMessage(EventId = 307, EventName = "BusRestarted", Level = LogLevel.Warning,

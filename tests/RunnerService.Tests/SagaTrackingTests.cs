@@ -118,6 +118,23 @@ public class SagaTrackingTests
     }
 
     [Fact]
+    public async Task A_waiter_that_registers_after_the_end_gets_the_outcome_and_is_recorded_so_retention_keeps_the_record()
+    {
+        // A quick child that the saga first hears of at its completion, before its parent's wait registers.
+        await using var provider = await StartHarnessAsync();
+        var harness = provider.GetTestHarness();
+        var saga = harness.GetSagaStateMachineHarness<InvocationStateMachine, InvocationState>();
+        var child = NewId.NextGuid();
+        var parent = NewId.NextGuid();
+
+        await harness.Bus.Publish(new InvocationCompleted { InvocationId = child, TaskName = "echo", Status = InvocationStatus.Succeeded, Attempt = 1, RunnerInstance = "replica-a" });
+        Assert.NotNull(await saga.Exists(child, m => m.Succeeded));
+        await harness.Bus.Publish(new RegisterWaiter { InvocationId = child, WaiterId = parent, WaiterAttempt = 1, Chain = [parent] });
+        Assert.True(await harness.Published.Any<DependencyFinished>(m => m.Context.Message.WaiterId == parent));
+        Assert.Contains(parent, saga.Sagas.Contains(child)!.Waiters);
+    }
+
+    [Fact]
     public async Task A_child_asked_for_again_is_left_to_its_own_message_while_awaited_and_refused_once_finished()
     {
         await using var provider = await StartHarnessAsync();

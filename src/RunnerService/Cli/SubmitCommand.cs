@@ -118,7 +118,7 @@ static class SubmitCommand
             {
                 completed = await client.RunAsync(invocation, waiting.Token).ConfigureAwait(false);
             }
-            catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+            catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested && waitTimeout is not null && waiting.IsCancellationRequested)
             {
                 throw new CliFailure(CliApp.WaitTimedOut,
                     $"no completion of {invocation.InvocationId} within --wait-timeout {waitTimeout!.Value.TotalSeconds:0.###} s; it goes on (status {invocation.InvocationId})");
@@ -183,7 +183,7 @@ static class SubmitCommand
         {
             await all.ConfigureAwait(false);
         }
-        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested && waiting.IsCancellationRequested)
         {
             timedOut = true;
         }

@@ -641,6 +641,8 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, ReplySend
     /// </summary>
     void ReportProgress(WorkerSession session, ProgressMessage progress)
     {
+        if (session.Ended)
+            return;
         var (now, later) = session.Progress.Report(progress, time.GetUtcNow(), _options.ProgressInterval);
         if (now is not null)
             Observe(PublishProgressAsync(session, now));
@@ -651,7 +653,7 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, ReplySend
     async Task PublishLaterAsync(WorkerSession session, TimeSpan delay)
     {
         await Task.Delay(delay, time).ConfigureAwait(false);
-        if (session.Progress.TakePending(time.GetUtcNow()) is { } pending && session.State is WorkerState.Running)
+        if (session.Progress.TakePending(time.GetUtcNow()) is { } pending && session.State is WorkerState.Running && !session.Ended)
             await PublishProgressAsync(session, pending).ConfigureAwait(false);
     }
 
@@ -670,10 +672,12 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, ReplySend
         try
         {
             using var limit = new CancellationTokenSource(PublishAttemptTimeout);
-            await bus.Publish(message, limit.Token).ConfigureAwait(false);
-            // A MassTransit reply address (a .NET client) gets it too; a plain reply_to queue only its completion.
-            if (session.Invocation.ReplyTo is { } replyTo && ReplySender.IsEndpointAddress(replyTo, out _))
-                await replies.SendAsync(replyTo, message, limit.Token).ConfigureAwait(false);
+            // A MassTransit reply address (a .NET client) gets it too, at the same time; a plain reply_to queue only
+            // its completion.
+            var toReply = session.Invocation.ReplyTo is { } replyTo && ReplySender.IsEndpointAddress(replyTo, out _)
+                ? replies.SendAsync(replyTo, message, limit.Token)
+                : Task.CompletedTask;
+            await Task.WhenAll(bus.Publish(message, limit.Token), toReply).ConfigureAwait(false);
         }
         catch (Exception ex)
         {

@@ -88,6 +88,9 @@ sealed class WorkerSession
     readonly Lock _trackLock = new();
     Task? _tracking;
 
+    /// <summary>True once the session's outcome is claimed (it ended) or the service took it away.</summary>
+    public bool Ended => Volatile.Read(ref _end) != 0;
+
     /// <summary>Claims the final outcome for the driver; false if the service aborted the session first.</summary>
     public bool TryClaimFinal() => Interlocked.CompareExchange(ref _end, 1, 0) != 2;
 

@@ -37,6 +37,7 @@ sealed class RecoveryService(
         contact.Confirmed();
         // Three loops, so a slow saga store never delays a heartbeat (peers would take the silence for death).
         await Task.WhenAll(HeartbeatAsync(stoppingToken), CheckLoopAsync(stoppingToken), FenceAsync(stoppingToken)).ConfigureAwait(false);
+        await _restart.ConfigureAwait(false); // a restart under way ends before MassTransit's own stop of the bus
     }
 
     Task CheckLoopAsync(CancellationToken stoppingToken) =>
@@ -67,10 +68,10 @@ sealed class RecoveryService(
             }
             var connected = busControl.CheckHealth().Status == BusHealthStatus.Healthy;
             _connectedSince = connected ? _connectedSince ?? time.GetUtcNow() : null;
-            if (contact.PublishingStuck(time.GetUtcNow() - _connectedSince) && time.GetUtcNow() - _lastRestart > _options.StaleAfter * 2)
+            if (_restart.IsCompleted && contact.PublishingStuck(time.GetUtcNow() - _connectedSince) && time.GetUtcNow() - _lastRestart > _options.StaleAfter * 2)
             {
                 _lastRestart = time.GetUtcNow();
-                _ = RestartBusAsync(stoppingToken);
+                _restart = RestartBusAsync(stoppingToken);
             }
             if (!contact.MustFence)
                 continue;
@@ -88,6 +89,7 @@ sealed class RecoveryService(
 
     DateTimeOffset _lastRestart = DateTimeOffset.MinValue;
     DateTimeOffset? _connectedSince;
+    Task _restart = Task.CompletedTask;
     CancellationTokenSource _connection = new();
 
     /// <summary>A round whose publishes end when the bus is restarted (their connection is given up), or at the stop.</summary>
@@ -110,22 +112,44 @@ sealed class RecoveryService(
         await old.CancelAsync().ConfigureAwait(false); // not disposed: a round may be linking to it right now
         try
         {
-            using (var stop = CancellationTokenSource.CreateLinkedTokenSource(stoppingToken))
-            {
-                stop.CancelAfter(TimeSpan.FromSeconds(30));
-                await busControl.StopAsync(stop.Token).ConfigureAwait(false);
-            }
-            using var start = CancellationTokenSource.CreateLinkedTokenSource(stoppingToken);
-            start.CancelAfter(TimeSpan.FromSeconds(60));
-            await busControl.StartAsync(start.Token).ConfigureAwait(false);
-            RecoveryLog.BusRestarted(logger);
+            // Consumes stuck on the same publishes may hold the stop: a stop given up on still stops the bus.
+            using var stop = CancellationTokenSource.CreateLinkedTokenSource(stoppingToken);
+            stop.CancelAfter(TimeSpan.FromSeconds(30));
+            await busControl.StopAsync(stop.Token).ConfigureAwait(false);
         }
         catch (Exception ex) when (!stoppingToken.IsCancellationRequested)
         {
             RecoveryLog.RoundFailed(logger, ex);
         }
-        catch (OperationCanceledException)
+        // Started again whatever the stop did, and again until it is healthy (a broker that flaps): a replica must never
+        // be left with a stopped bus.
+        var pause = TimeSpan.FromSeconds(2);
+        while (!stoppingToken.IsCancellationRequested && busControl.CheckHealth().Status != BusHealthStatus.Healthy)
         {
+            try
+            {
+                using var start = CancellationTokenSource.CreateLinkedTokenSource(stoppingToken);
+                start.CancelAfter(TimeSpan.FromSeconds(60));
+                await busControl.StartAsync(start.Token).ConfigureAwait(false);
+                RecoveryLog.BusRestarted(logger);
+            }
+            catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+            {
+                return;
+            }
+            catch (Exception ex)
+            {
+                RecoveryLog.RoundFailed(logger, ex);
+            }
+            try
+            {
+                await Task.Delay(pause, time, stoppingToken).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+                return;
+            }
+            pause = pause * 2 < TimeSpan.FromSeconds(30) ? pause * 2 : TimeSpan.FromSeconds(30);
         }
     }
 

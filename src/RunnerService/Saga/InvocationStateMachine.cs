@@ -533,8 +533,21 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
             await context.Publish(new DependencyFinished { WaiterId = waiter, Outcome = outcome }).ConfigureAwait(false);
     }
 
-    static Task AnswerFinalAsync(BehaviorContext<InvocationState, RegisterWaiter> context) =>
-        context.Publish(new DependencyFinished { WaiterId = context.Message.WaiterId, Outcome = context.Saga.Outcome() });
+    /// <summary>
+    /// A waiter that registers after the end gets the outcome at once, and is recorded like the others: retention keeps
+    /// this record while that waiter is open (it may ask again, after a reroute).
+    /// </summary>
+    static Task AnswerFinalAsync(BehaviorContext<InvocationState, RegisterWaiter> context)
+    {
+        var saga = context.Saga;
+        var message = context.Message;
+        if (!saga.Waiters.Contains(message.WaiterId))
+            saga.Waiters.Add(message.WaiterId);
+        if (!saga.FirstWaitAttempts.TryGetValue(message.WaiterId, out var first) || message.WaiterAttempt < first)
+            saga.FirstWaitAttempts[message.WaiterId] = message.WaiterAttempt;
+        saga.UpdatedAt = DateTimeOffset.UtcNow;
+        return context.Publish(new DependencyFinished { WaiterId = message.WaiterId, Outcome = saga.Outcome() });
+    }
 
     static DependencyOutcome CycleOutcome(Guid dependency, string message) => new()
     {

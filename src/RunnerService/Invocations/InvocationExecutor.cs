@@ -590,7 +590,18 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, ReplySend
             using var attempt = new CancellationTokenSource(PublishAttemptTimeout);
             try
             {
-                await send(retry, attempt.Token).ConfigureAwait(false);
+                // Not only cancelled at its limit but also no longer awaited a little after it: a publish on a connection
+                // given up (a bus restart) was seen to ignore its token for good, and the completion then never went out.
+                var sending = send(retry, attempt.Token);
+                try
+                {
+                    await sending.WaitAsync(PublishAttemptTimeout + AbandonAfter, time).ConfigureAwait(false);
+                }
+                catch (TimeoutException) when (!sending.IsCompleted)
+                {
+                    _ = sending.ContinueWith(static t => _ = t.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted, TaskScheduler.Default);
+                    throw;
+                }
                 return;
             }
             catch (Exception ex) when (time.GetUtcNow() < giveUpAt)
@@ -609,6 +620,7 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, ReplySend
     }
 
     static readonly TimeSpan PublishAttemptTimeout = TimeSpan.FromSeconds(15);
+    static readonly TimeSpan AbandonAfter = TimeSpan.FromSeconds(5);
     static readonly TimeSpan MaxPublishPause = TimeSpan.FromSeconds(5);
 
     /// <summary>Publishes the sub-invocations a worker starts, as children of its invocation.</summary>

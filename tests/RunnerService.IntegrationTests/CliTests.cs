@@ -50,13 +50,14 @@ public sealed class CliTests(BrokerFixture broker, ITestOutputHelper output)
     }
 
     [Fact]
-    public async Task An_unreachable_broker_gets_one_line_and_exit_69_within_15_seconds_and_a_bad_url_exit_78()
+    public async Task An_unreachable_broker_gets_one_line_and_exit_69_within_20_seconds_and_a_bad_url_exit_78()
     {
         var watch = Stopwatch.StartNew();
         var (exit, _, stderr) = await Cli.RunAsync(ClosedPort, "submit", "echo", "{}", "--wait");
         output.WriteLine($"{watch.Elapsed}: {stderr}");
         Assert.Equal(69, exit);
-        Assert.True(watch.Elapsed < TimeSpan.FromSeconds(15), $"took {watch.Elapsed}");
+        // 10 s of trying to connect, plus the process's own start on a loaded machine.
+        Assert.True(watch.Elapsed < TimeSpan.FromSeconds(20), $"took {watch.Elapsed}");
         Assert.Single(stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
         Assert.Contains("cannot reach the broker at amqp://127.0.0.1:1/", stderr, StringComparison.Ordinal);
         Assert.DoesNotContain("guest", stderr, StringComparison.Ordinal); // no credentials in the message
@@ -86,7 +87,7 @@ public sealed class CliTests(BrokerFixture broker, ITestOutputHelper output)
         (exit, _, stderr) = await Cli.RunAsync(env.Bus.Broker, "submit", "sleep", """{"ms":4000}""", "--wait", "--wait-timeout", "1");
         output.WriteLine(stderr);
         Assert.Equal(75, exit);
-        Assert.True(watch.Elapsed < TimeSpan.FromSeconds(12), $"took {watch.Elapsed}");
+        Assert.True(watch.Elapsed < TimeSpan.FromSeconds(20), $"took {watch.Elapsed}");
         Assert.Single(stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
         var id = Guid.Parse(stderr.Split("no completion of ")[1][..36]);
         var completed = await env.Bus.WaitForCompletedAsync(id, TimeSpan.FromSeconds(60));

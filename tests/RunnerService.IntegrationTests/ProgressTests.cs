@@ -16,10 +16,10 @@ public sealed class ProgressTests(BrokerFixture broker, ITestOutputHelper output
     {
         await using var env = await RunnerEnvironment.StartAsync(broker, output, slots: 2);
 
-        // 100 reports within 0.9 s: the first at once, the latest at the end of the interval; at most 2 events.
+        // 100 reports within 0.6 s: the first at once, the latest at the end of the interval; at most 2 events.
         var seenByClient = new System.Collections.Concurrent.ConcurrentQueue<InvocationProgress>();
         env.Bus.Client.ProgressObserved += seenByClient.Enqueue;
-        var burst = await env.Bus.Client.RunAsync("sleep", Json.Parse("""{"ms":900,"progress":100}""")).WaitAsync(Patience);
+        var burst = await env.Bus.Client.RunAsync("sleep", Json.Parse("""{"ms":600,"progress":100}""")).WaitAsync(Patience);
         Assert.Equal(InvocationStatus.Succeeded, burst.Status);
         await Task.Delay(2000); // a trailing event would be out by now
         var events = env.Bus.Progress.Where(p => p.InvocationId == burst.InvocationId).ToList();

@@ -46,7 +46,10 @@ public sealed class RoundsTests
 
         using var stop = new CancellationTokenSource();
         var running = rounds.RunAsync(waitFirst: false, stop.Token);
-        await Task.Delay(1000);
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(20);
+        while (Volatile.Read(ref started) < 3 && DateTime.UtcNow < deadline)
+            await Task.Delay(20);
+        await Task.Delay(500); // many intervals: no fourth round may start
         Assert.Equal(3, rounds.Unfinished);
         Assert.Equal(3, Volatile.Read(ref started));
         stop.Cancel();
@@ -54,11 +57,12 @@ public sealed class RoundsTests
     }
 
     [Fact]
-    public async Task Beats_that_confirm_go_out_one_per_interval_never_overlapping()
+    public async Task Beats_that_confirm_go_out_one_after_the_other_never_overlapping()
     {
         var inFlight = 0;
         var overlapped = false;
         var beats = 0;
+        // A patience far above a beat's 10 ms: only a beat left unfinished could overlap the next one.
         var heartbeat = new Rounds("heartbeat", async ct =>
         {
             if (Interlocked.Increment(ref inFlight) > 1)
@@ -66,15 +70,18 @@ public sealed class RoundsTests
             await Task.Delay(10, ct);
             Interlocked.Increment(ref beats);
             Interlocked.Decrement(ref inFlight);
-        }, TimeSpan.FromMilliseconds(100), TimeSpan.FromMilliseconds(50), maxUnfinished: 4, TimeProvider.System, NullLogger.Instance);
+        }, TimeSpan.FromMilliseconds(50), TimeSpan.FromSeconds(5), maxUnfinished: 4, TimeProvider.System, NullLogger.Instance);
 
         using var stop = new CancellationTokenSource();
         var running = heartbeat.RunAsync(waitFirst: false, stop.Token);
-        await Task.Delay(1000);
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(20);
+        while (Volatile.Read(ref beats) < 5 && DateTime.UtcNow < deadline)
+            await Task.Delay(20);
         stop.Cancel();
         await running.WaitAsync(TimeSpan.FromSeconds(10));
 
+        Assert.True(Volatile.Read(ref beats) >= 5, $"only {beats} beat(s)");
         Assert.False(overlapped);
-        Assert.InRange(Volatile.Read(ref beats), 3, 12);
+        Assert.Equal(0, heartbeat.Unfinished);
     }
 }

@@ -116,9 +116,9 @@ public sealed class ReplyAddressTests(BrokerFixture broker, ITestOutputHelper ou
 
         var runs = new (string Name, string[] Lines)[]
         {
-            ("python raw", await RunAsync(Python3(), examples, Patience, Path.Combine(examples, "publish_raw.py"), amqp, http, "echo", """{"from":"python"}""")),
+            ("python raw", await RunAsync(RepoPaths.Python3(), examples, Patience, Path.Combine(examples, "publish_raw.py"), amqp, http, "echo", """{"from":"python"}""")),
             ("node raw", await RunAsync("node", node, Patience, Path.Combine(node, "publish_raw.mjs"), amqp, http, "echo", """{"from":"node"}""")),
-            ("python envelope", await RunAsync(Python3(), examples, Patience, Path.Combine(examples, "publish_envelope.py"), amqp, "echo", """{"from":"envelope"}""")),
+            ("python envelope", await RunAsync(RepoPaths.Python3(), examples, Patience, Path.Combine(examples, "publish_envelope.py"), amqp, "echo", """{"from":"envelope"}""")),
         };
 
         foreach (var (name, lines) in runs)
@@ -173,5 +173,4 @@ public sealed class ReplyAddressTests(BrokerFixture broker, ITestOutputHelper ou
         return (await stdout).Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
     }
 
-    static string Python3() => File.Exists("/usr/bin/python3") ? "/usr/bin/python3" : "python3";
 }

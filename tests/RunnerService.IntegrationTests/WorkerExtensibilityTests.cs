@@ -31,7 +31,7 @@ public sealed class WorkerExtensibilityTests(BrokerFixture broker, ITestOutputHe
         Assert.True(File.Exists(PythonWorkerScript), $"{PythonWorkerScript} is missing");
         return new Dictionary<string, string>
         {
-            ["Runner__WorkerCommand"] = FindPython3(),
+            ["Runner__WorkerCommand"] = RepoPaths.Python3(),
             ["Runner__WorkerArguments__0"] = PythonWorkerScript,
         };
     }
@@ -149,18 +149,5 @@ public sealed class WorkerExtensibilityTests(BrokerFixture broker, ITestOutputHe
         var status = await env.Runner.GetSettledStatusAsync();
         Assert.Equal(1, status.PeakSlotsBusy);
         Assert.Equal(0, status.WorkersAlive);
-    }
-
-    static string FindPython3()
-    {
-        if (File.Exists("/usr/bin/python3"))
-            return "/usr/bin/python3";
-        foreach (var dir in (Environment.GetEnvironmentVariable("PATH") ?? "").Split(Path.PathSeparator, StringSplitOptions.RemoveEmptyEntries))
-        {
-            var candidate = Path.Combine(dir, "python3");
-            if (File.Exists(candidate))
-                return candidate;
-        }
-        throw new InvalidOperationException("python3 is not installed (needed for the python worker example)");
     }
 }

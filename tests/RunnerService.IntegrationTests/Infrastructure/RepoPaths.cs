@@ -21,4 +21,18 @@ static class RepoPaths
         }
         throw new InvalidOperationException($"RunnerService.sln not found above {AppContext.BaseDirectory}");
     }
+
+    /// <summary>The system python3 (Debian's, where python3-pika lives), else the first on PATH.</summary>
+    public static string Python3()
+    {
+        if (File.Exists("/usr/bin/python3"))
+            return "/usr/bin/python3";
+        foreach (var dir in (Environment.GetEnvironmentVariable("PATH") ?? "").Split(Path.PathSeparator, StringSplitOptions.RemoveEmptyEntries))
+        {
+            var candidate = Path.Combine(dir, "python3");
+            if (File.Exists(candidate))
+                return candidate;
+        }
+        throw new InvalidOperationException("python3 is not installed (needed for the Python examples of docs/examples)");
+    }
 }

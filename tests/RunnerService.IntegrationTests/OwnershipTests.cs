@@ -108,6 +108,48 @@ public sealed class OwnershipTests(BrokerFixture broker, ITestOutputHelper outpu
     }
 
     [Fact]
+    public async Task A_young_run_whose_delivery_is_lost_in_a_partition_is_not_run_elsewhere_while_it_lives()
+    {
+        await using var env = await RunnerEnvironment.StartAsync(broker, output, slots: 2, runners: 0);
+        env.VerifySagasOnDispose = false; // the partitioned replica's fenced run leaves no completion of its own
+        await using var proxy = new TcpProxy(env.VirtualHost.AmqpUri);
+        var markers = Path.Combine(env.StateDirectory, "markers.txt");
+        var settings = new Dictionary<string, string>
+        {
+            ["Runner__WorkerEnvironment__RUNNER_MARKER_FILE"] = markers,
+            ["Runner__StaleAfter"] = "00:00:08",
+            ["Runner__HeartbeatInterval"] = "00:00:01",
+            ["Runner__RecoveryInterval"] = "00:00:02",
+            // The saga never hears of A's run before the cut: its delivery is the only record of who runs it.
+            ["Runner__TrackAfter"] = "00:05:00",
+        };
+        var throughProxy = new Dictionary<string, string>(settings) { ["ConnectionStrings__RabbitMq"] = proxy.Through(env.VirtualHost.AmqpUri).ToString() };
+        await env.StartRunnerAsync(1, throughProxy, "young-a");
+        var young = NewId.NextGuid();
+        var marked = env.Bus.Client.RunAsync(new RunInvocation { InvocationId = young, TaskName = "marker", Arguments = Json.Parse("{\"ms\":15000}") });
+        await env.Bus.WaitForStartedAsync(young, Patience);
+        await env.StartRunnerAsync(2, settings, "young-b");
+        await Task.Delay(1000);
+
+        // The broker sees A's connection die and hands the unacknowledged delivery to B at once. A's worker lives on
+        // until A fences itself; B must not start its copy before then.
+        proxy.Cut();
+        await Task.Delay(TimeSpan.FromSeconds(25));
+        proxy.Heal();
+
+        var result = await marked.WaitAsync(Patience);
+        Assert.Equal(InvocationStatus.Succeeded, result.Status);
+        await env.WaitForSagaQuietAsync(TimeSpan.FromSeconds(20));
+        await Task.Delay(2000);
+        Assert.Single(env.Bus.Completed, c => c.InvocationId == young);
+        var attempts = MarkerAttempts(markers, young);
+        output.WriteLine(string.Join("\n", attempts.Select(x => $"attempt {x.Attempt} pid {x.Pid}: {x.Start} .. {x.Last} ended={x.Ended}")));
+        Assert.True(attempts.Count >= 2, "the run was cut off on A and ran again on B");
+        Assert.Single(attempts, x => x.Ended);
+        AssertNoOverlap(attempts);
+    }
+
+    [Fact]
     public async Task A_newer_attempt_that_lands_where_the_old_one_waits_replaces_it_instead_of_being_dropped_as_a_duplicate()
     {
         await using var env = await RunnerEnvironment.StartAsync(broker, output, slots: 1);

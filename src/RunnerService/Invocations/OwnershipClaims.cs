@@ -16,6 +16,7 @@ namespace RunnerService.Invocations;
 sealed class OwnershipClaims(
     IRequestClient<ClaimInvocation> client,
     RunnerRegistry registry,
+    Saga.Persistence.ISagaStore sagas,
     IOptions<RunnerOptions> options,
     TimeProvider time,
     ILogger<OwnershipClaims> logger)
@@ -30,6 +31,8 @@ sealed class OwnershipClaims(
     {
         var me = options.Value.EffectiveInstanceId;
         var attempt = Math.Max(1, invocation.Attempt);
+        if (context.ReceiveContext.Redelivered)
+            await HoldWhileUnownedAsync(invocation.InvocationId, attempt, context.CancellationToken).ConfigureAwait(false);
         var deadline = time.GetUtcNow() + options.Value.StaleAfter + options.Value.HeartbeatInterval * 2;
         string? takeOverFrom = null;
         var pause = TimeSpan.FromSeconds(1);
@@ -76,6 +79,46 @@ sealed class OwnershipClaims(
             await Task.Delay(TimeSpan.FromSeconds(1), time, context.CancellationToken).ConfigureAwait(false);
         }
     }
+
+    /// <summary>
+    /// A redelivery of a run the saga has no owner for (never tracked: younger than <c>TrackAfter</c> and not waiting)
+    /// may still be running on the replica whose delivery was lost: a partition, a broker restart. Nothing records that
+    /// replica, so the claim would be granted at once and both would run. Instead the delivery is held, without a slot,
+    /// for as long as peers wait before they presume a silent replica gone (<c>StaleAfter</c> plus one heartbeat
+    /// interval). Cut off, that replica fences itself (kills the run) after three quarters of <c>StaleAfter</c>; in
+    /// contact, it tracks the run or completes it, and the hold ends as soon as the saga shows an owner or an end.
+    /// </summary>
+    async Task HoldWhileUnownedAsync(Guid invocationId, int attempt, CancellationToken cancellationToken)
+    {
+        var until = time.GetUtcNow() + options.Value.StaleAfter + options.Value.HeartbeatInterval;
+        var since = time.GetUtcNow();
+        var held = false;
+        while (time.GetUtcNow() < until && await UnownedAsync(invocationId).ConfigureAwait(false))
+        {
+            if (!held)
+                ClaimLog.HoldingUnowned(logger, invocationId, attempt, until - time.GetUtcNow());
+            held = true;
+            await Task.Delay(TimeSpan.FromSeconds(1), time, cancellationToken).ConfigureAwait(false);
+        }
+        if (held)
+            ClaimLog.HoldEnded(logger, invocationId, attempt, time.GetUtcNow() - since);
+    }
+
+    /// <summary>No saga record, or one that only expects the invocation (a waiter registered for it): nobody owns it.</summary>
+    async Task<bool> UnownedAsync(Guid invocationId)
+    {
+        try
+        {
+            if (await sagas.ReadAsync(invocationId, CancellationToken.None).ConfigureAwait(false) is not { } stored)
+                return true;
+            var saga = Saga.Persistence.InvocationSagaRepositoryContextFactory.Deserialize(stored);
+            return saga.OwnerInstance is null && saga.CurrentState == nameof(InvocationStateMachine.Expected);
+        }
+        catch (Exception)
+        {
+            return true; // a store that cannot be read: keep holding (bounded); the claim that follows retries too
+        }
+    }
 }
 
 static partial class ClaimLog
@@ -83,4 +126,12 @@ static partial class ClaimLog
     [LoggerMessage(EventId = 14, EventName = "ClaimRefused", Level = LogLevel.Warning,
         Message = "Invocation {InvocationId} attempt {Attempt} not started: the saga has it {Status}, owned by {Owner} at attempt {OwnerAttempt}")]
     public static partial void Refused(ILogger logger, Guid invocationId, int attempt, string status, string owner, int ownerAttempt);
+
+    [LoggerMessage(EventId = 22, EventName = "HoldingUnownedRedelivery", Level = LogLevel.Warning,
+        Message = "Invocation {InvocationId} attempt {Attempt} redelivered and owned by nobody in the saga: it may still run where its delivery was lost, so it waits up to {Remaining} before it is claimed here")]
+    public static partial void HoldingUnowned(ILogger logger, Guid invocationId, int attempt, TimeSpan remaining);
+
+    [LoggerMessage(EventId = 23, EventName = "UnownedRedeliveryHoldEnded", Level = LogLevel.Information,
+        Message = "Invocation {InvocationId} attempt {Attempt}: redelivery held for {Held}; claiming it now")]
+    public static partial void HoldEnded(ILogger logger, Guid invocationId, int attempt, TimeSpan held);
 }

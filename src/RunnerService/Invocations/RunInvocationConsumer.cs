@@ -102,13 +102,25 @@ sealed class RunInvocationConsumer(
         var attempt = Math.Max(1, invocation.Attempt);
         for (var tries = 0; ; tries++)
         {
-            if (supervisor.TryClaim(invocation.InvocationId))
+            if (supervisor.TryClaim(invocation.InvocationId, attempt))
                 return true;
-            if (!supervisor.TryGet(invocation.InvocationId, out var held) || held.Attempt >= attempt || tries == 50)
+            if (supervisor.TryGet(invocation.InvocationId, out var held))
+            {
+                if (held.Attempt >= attempt || tries >= 50)
+                    return false;
+                if (await supervisor.AbandonAsync(invocation.InvocationId, held.Attempt).ConfigureAwait(false))
+                    InvocationLog.Abandoned(logger, invocation.InvocationId, held.Attempt, $"attempt {attempt} of the same invocation arrived here: the saga has moved on");
+                // The old attempt's driver releases the claim as it ends.
+            }
+            else if (supervisor.ClaimedAttempt(invocation.InvocationId) is not { } pending || pending >= attempt)
+            {
+                if (supervisor.ClaimedAttempt(invocation.InvocationId) is null)
+                    continue; // released just now
                 return false;
-            if (await supervisor.AbandonAsync(invocation.InvocationId, held.Attempt).ConfigureAwait(false))
-                InvocationLog.Abandoned(logger, invocation.InvocationId, held.Attempt, $"attempt {attempt} of the same invocation arrived here: the saga has moved on");
-            // The old attempt's driver releases the claim as it ends.
+            }
+            // Else an older attempt's delivery is still asking the saga (a redelivery met by the saga's reroute): the
+            // saga refuses it now that it has moved on, and its claim here ends with that answer. Wait for it: dropping
+            // this newer attempt as a duplicate would leave the invocation with nobody to run it.
             await Task.Delay(TimeSpan.FromMilliseconds(100), cancellationToken).ConfigureAwait(false);
         }
     }

@@ -31,13 +31,16 @@ sealed class WorkerSupervisor(IOptions<RunnerOptions> options, TimeProvider time
 
     public bool TryGet(Guid invocationId, out WorkerSession session) => _sessions.TryGetValue(invocationId, out session!);
 
-    readonly ConcurrentDictionary<Guid, byte> _claims = new();
+    readonly ConcurrentDictionary<Guid, int> _claims = new();
 
     /// <summary>
-    /// Claims an invocation id for one delivery: false while another delivery of the same id is being handled or its
-    /// worker lives (running or paused) here — a duplicate must not run a second time at once.
+    /// Claims an invocation id for one delivery of <paramref name="attempt"/>: false while another delivery of the same
+    /// id is being handled or its worker lives (running or paused) here — a duplicate must not run a second time at once.
     /// </summary>
-    public bool TryClaim(Guid invocationId) => _claims.TryAdd(invocationId, 0);
+    public bool TryClaim(Guid invocationId, int attempt) => _claims.TryAdd(invocationId, attempt);
+
+    /// <summary>The attempt whose delivery holds the claim of this id here, if any.</summary>
+    public int? ClaimedAttempt(Guid invocationId) => _claims.TryGetValue(invocationId, out var attempt) ? attempt : null;
 
     public bool IsClaimed(Guid invocationId) => _claims.ContainsKey(invocationId);
 

@@ -4,7 +4,8 @@
 #
 # Usage: bash deploy/local/pack.sh [output-dir]     (default: artifacts/packages)
 #
-# Every other project of RunnerService.sln has IsPackable=false. The version is <Version> in Directory.Build.props.
+# Packs the three projects (not the solution, so the service and the tests are not built here). Every other project
+# of RunnerService.sln has IsPackable=false. The version is <Version> in Directory.Build.props.
 # Until the packages are published, use the output folder as a local feed (docs/examples/dotnet-client/nuget.config).
 # NuGet caches a package by id and version (~/.nuget/packages): after repacking the same version, clear that
 # cache's runnerservice.* folders or bump the version, or your projects keep the old copy.
@@ -16,6 +17,10 @@ case "$out" in /*) ;; *) out="$(pwd)/$out" ;; esac
 
 mkdir -p "$out"
 rm -f "$out"/RunnerService.*.nupkg
-printf '[pack] dotnet pack RunnerService.sln -c Release -o %s\n' "$out" >&2
-dotnet pack "$repo/RunnerService.sln" -c Release -o "$out" -nologo -clp:NoSummary -v q >&2
+for project in src/Contracts/Protocol/RunnerService.Contracts.Protocol.csproj \
+               src/Contracts/RunnerService.Contracts.csproj \
+               src/WorkerProcess/RunnerService.Worker/RunnerService.Worker.csproj; do
+    printf '[pack] dotnet pack %s -c Release -o %s\n' "$project" "$out" >&2
+    dotnet pack "$repo/$project" -c Release -o "$out" -nologo -clp:NoSummary -v q >&2
+done
 ls "$out"/*.nupkg

@@ -2,7 +2,7 @@ using System.Text.Json.Serialization;
 
 namespace RunnerService.Contracts;
 
-/// <summary>Final outcome of an invocation, carried by <see cref="InvocationCompleted"/>.</summary>
+/// <summary>Final outcome of an invocation, carried by <c>InvocationCompleted</c>.</summary>
 [JsonConverter(typeof(JsonStringEnumConverter<InvocationStatus>))]
 public enum InvocationStatus
 {

@@ -24,7 +24,7 @@ public static class InvocationErrorTypes
     /// <summary>The invocation ran longer than its timeout and was killed.</summary>
     public const string TimedOut = "TimedOut";
 
-    /// <summary>Cancelled on request (<see cref="CancelInvocation"/>); the message says who asked and why.</summary>
+    /// <summary>Cancelled on request (<c>CancelInvocation</c>); the message says who asked and why.</summary>
     public const string Cancelled = "Cancelled";
 
     /// <summary>The invocation message itself was invalid (missing task name, arguments too large...).</summary>

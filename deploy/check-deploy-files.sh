@@ -30,7 +30,7 @@ if ! command -v python3 >/dev/null 2>&1 || ! python3 -c 'import yaml' >/dev/null
     fi
 fi
 
-exec python3 - "$repo" <<'PYTHON'
+exec python3 - "$repo" "$@" <<'PYTHON'
 import glob
 import os
 import re
@@ -41,6 +41,28 @@ import yaml
 
 repo = sys.argv[1]
 deploy = os.path.join(repo, "deploy")
+
+# Options (the integration test uses them; .ci/run passes none):
+#   --names FILE      JSON {"service_metrics": [...], "broker_metrics": [...] or null, "queues": [...]}: the metric
+#                     and queue names a live run really exposed; dashboard and alert queries are checked against them
+#                     instead of the names derived from the sources
+#   --dashboard FILE  check this dashboard instead of deploy/grafana/dashboards/*.json (repeatable)
+#   --rules FILE      check this Prometheus rules file instead of deploy/prometheus/alerts.yml
+args = sys.argv[2:]
+live_names_file, dashboard_overrides, rules_override = None, [], None
+while args:
+    flag = args.pop(0)
+    if flag in ("--names", "--dashboard", "--rules") and args:
+        value = args.pop(0)
+        if flag == "--names":
+            live_names_file = value
+        elif flag == "--dashboard":
+            dashboard_overrides.append(value)
+        else:
+            rules_override = value
+    else:
+        print(f"usage: check-deploy-files.sh [--names FILE] [--dashboard FILE]... [--rules FILE] (unknown or incomplete: {flag})", file=sys.stderr)
+        sys.exit(64)
 failures = []
 passed = 0
 
@@ -131,7 +153,11 @@ if shutdown_margin is None:
     print("[check-deploy-files] note: ShutdownTimeout = grace + N s not found in RunnerServiceRegistration.cs; assuming 45 s", file=sys.stderr)
     shutdown_margin = 45
 
-ALLOWED_OTHER_KEYS = {"ConnectionStrings__RabbitMq", "ConnectionStrings__Sagas"}
+# The Downward API variables the service reads to patch its own pod (Hosting/PodDeletionCost.cs).
+pod_cost_source = open(os.path.join(repo, "src", "RunnerService", "Hosting", "PodDeletionCost.cs"), encoding="utf-8").read()
+POD_VARIABLES = dict(re.findall(r"const string (PodNameVariable|PodNamespaceVariable) = \"(\w+)\"", pod_cost_source))
+check(len(POD_VARIABLES) == 2, "src/RunnerService/Hosting/PodDeletionCost.cs: PodNameVariable/PodNamespaceVariable not found")
+ALLOWED_OTHER_KEYS = {"ConnectionStrings__RabbitMq", "ConnectionStrings__Sagas"} | set(POD_VARIABLES.values())
 
 
 def check_keys(where, keys):
@@ -263,6 +289,18 @@ for path, dep in deployments:
     env = c.get("env") or []
     env_names = [e.get("name") for e in env]
     check_keys(f"{where} env", env_names)
+    # Secret keys given one by one (secretKeyRef, not optional): a missing Secret or key stops the pod with a clear event.
+    for e in env:
+        ref = get(e, "valueFrom", "secretKeyRef")
+        if not ref:
+            continue
+        secret = secrets.get(ref.get("name"))
+        check(secret is not None, f"{where}: env {e.get('name')} refers to undefined Secret {ref.get('name')}")
+        values = dict((secret or {}).get("stringData") or {}) | {k: "<base64>" for k in ((secret or {}).get("data") or {})}
+        check(ref.get("key") in values, f"{where}: env {e.get('name')}: Secret {ref.get('name')} has no key {ref.get('key')}")
+        check(not ref.get("optional"), f"{where}: env {e.get('name')} must not be optional (a missing Secret must stop the pod, not select SQLite)")
+        if ref.get("key") in values:
+            config_env[e.get("name")] = values[ref.get("key")]
     check_keys(f"{where} ConfigMap/Secret", config_env.keys())
 
     instance = next((e for e in env if e.get("name") == "Runner__InstanceId"), {})
@@ -283,8 +321,95 @@ for path, dep in deployments:
 
     grace = timespan_seconds(config_env.get("Runner__ShutdownGrace", "")) or default_grace
     tgps = spec.get("terminationGracePeriodSeconds")
-    check(isinstance(tgps, int) and tgps > grace + shutdown_margin,
-          f"{where}: terminationGracePeriodSeconds ({tgps}) must exceed the service's shutdown timeout (ShutdownGrace {grace} s + {shutdown_margin} s)")
+    # Derived from the grace: above the service's shutdown timeout by a margin (10 s .. 5 min), so raising or lowering
+    # Runner__ShutdownGrace without it fails here.
+    check(isinstance(tgps, int) and grace + shutdown_margin + 10 <= tgps <= grace + shutdown_margin + 300,
+          f"{where}: terminationGracePeriodSeconds ({tgps}) must be the service's shutdown timeout (ShutdownGrace {grace} s + {shutdown_margin} s = {grace + shutdown_margin} s) plus a margin of 10..300 s")
+    invocation_timeout_k8s = timespan_seconds(config_env.get("Runner__DefaultTimeout", "")) or default_timeout
+    check(grace >= min(invocation_timeout_k8s, 1800),
+          f"{where}: Runner__ShutdownGrace ({grace} s) is far below Runner__DefaultTimeout ({invocation_timeout_k8s} s): every rollout would restart long tasks (docs/operations.md, Shutdown timing)")
+
+    # KEDA owns the size: a replicas field would be re-applied by every kubectl apply.
+    if any(get(so, "spec", "scaleTargetRef", "name") == deployment_name for _, so in of_kind("ScaledObject")):
+        check("replicas" not in (dep.get("spec") or {}), f"{where}: remove spec.replicas: KEDA scales this Deployment, and every kubectl apply would reset the size and kill work in flight")
+
+    # pod-deletion-cost: the pod knows its name and namespace, and its service account may patch pods.
+    env_by_name = {e.get("name"): e for e in env}
+    for var, field in ((POD_VARIABLES.get("PodNameVariable"), "metadata.name"), (POD_VARIABLES.get("PodNamespaceVariable"), "metadata.namespace")):
+        check(get(env_by_name.get(var, {}), "valueFrom", "fieldRef", "fieldPath") == field,
+              f"{where}: env {var} must come from the Downward API (fieldRef {field}) for the pod-deletion-cost updater")
+    sa = spec.get("serviceAccountName")
+    check(sa and of_kind("ServiceAccount", sa), f"{where}: serviceAccountName {sa} is not defined (the pod patches its own pod-deletion-cost)")
+    check(spec.get("automountServiceAccountToken", True) is not False, f"{where}: automountServiceAccountToken must not be false (the token patches the pod)")
+    may_patch = False
+    for _, rb in of_kind("RoleBinding"):
+        if any(sub.get("kind") == "ServiceAccount" and sub.get("name") == sa for sub in rb.get("subjects") or []):
+            for _, role in of_kind(get(rb, "roleRef", "kind", default="Role"), get(rb, "roleRef", "name")):
+                for rule in role.get("rules") or []:
+                    if "" in (rule.get("apiGroups") or []) and "pods" in (rule.get("resources") or []) and {"get", "patch"} <= set(rule.get("verbs") or []):
+                        may_patch = True
+    check(may_patch, f"{where}: no RoleBinding gives service account {sa} a Role with pods get/patch")
+
+    # Writable places: the root filesystem is read-only; /tmp is a size-limited emptyDir, with ephemeral storage requested.
+    if get(c, "securityContext", "readOnlyRootFilesystem"):
+        volumes = {v.get("name"): v for v in spec.get("volumes") or []}
+        tmp = next((m for m in c.get("volumeMounts") or [] if m.get("mountPath") == "/tmp"), None)
+        check(tmp is not None, f"{where}: readOnlyRootFilesystem needs a volume at /tmp")
+        if tmp is not None:
+            empty = get(volumes.get(tmp.get("name"), {}), "emptyDir")
+            check(isinstance(empty, dict) and empty.get("sizeLimit"), f"{where}: the /tmp emptyDir needs a sizeLimit")
+        check(get(c, "resources", "requests", "ephemeral-storage"), f"{where}: request ephemeral-storage (the /tmp emptyDir and logs use the node's disk)")
+        check("Host=" in str(config_env.get("ConnectionStrings__Sagas", "")) or config_env.get("ConnectionStrings__Sagas") == "<base64>",
+              f"{where}: with readOnlyRootFilesystem the SQLite saga store cannot be written: ConnectionStrings__Sagas must name PostgreSQL")
+
+# PostgreSQL shipped for Kubernetes (postgres.yaml) must be what the connection string names.
+k8s_namespace = next((k.get("namespace") for _, k in kustomization if k.get("namespace")), "default")
+sagas = str(config_env.get("ConnectionStrings__Sagas", ""))
+if "Host=" in sagas:
+    cs = {k.strip().lower(): v.strip() for k, v in (part.split("=", 1) for part in sagas.split(";") if "=" in part)}
+    host = cs.get("host", "")
+    parts = host.split(".")
+    service_name, service_ns = parts[0], (parts[1] if len(parts) > 1 else k8s_namespace)
+    shipped = [d for _, d in of_kind("Service", service_name)] if service_ns == k8s_namespace else []
+    if shipped:
+        statefulsets = [d for _, d in of_kind("StatefulSet") if get(d, "spec", "serviceName") == service_name]
+        if check(statefulsets, f"deploy/k8s: Service {service_name} has no StatefulSet (serviceName: {service_name})"):
+            sts = statefulsets[0]
+            sel = get(shipped[0], "spec", "selector") or {}
+            pod_labels_db = get(sts, "spec", "template", "metadata", "labels") or {}
+            check(sel and all(pod_labels_db.get(k) == v for k, v in sel.items()), f"deploy/k8s: Service {service_name} does not select the PostgreSQL pods")
+            check(str(cs.get("port", "5432")) in [str(p.get("port")) for p in get(shipped[0], "spec", "ports", default=[]) or []],
+                  f"deploy/k8s: Service {service_name} does not expose the connection string's port {cs.get('port', '5432')}")
+            check(get(sts, "spec", "volumeClaimTemplates"), f"deploy/k8s: StatefulSet {get(sts, 'metadata', 'name')} keeps its data on no volume (volumeClaimTemplates)")
+            db_env = {}
+            dbc = (get(sts, "spec", "template", "spec", "containers", default=[]) or [{}])[0]
+            for ref in dbc.get("envFrom") or []:
+                name = get(ref, "secretRef", "name")
+                if name:
+                    check(name in secrets, f"deploy/k8s: PostgreSQL envFrom Secret {name} is not defined")
+                    db_env.update(get(secrets.get(name, {}), "stringData", default={}) or {})
+            for e in dbc.get("env") or []:
+                if "value" in e:
+                    db_env[e["name"]] = e["value"]
+            for key, var in (("database", "POSTGRES_DB"), ("username", "POSTGRES_USER"), ("password", "POSTGRES_PASSWORD")):
+                check(cs.get(key) == db_env.get(var),
+                      f"deploy/k8s: ConnectionStrings__Sagas {key}={cs.get(key)} does not match PostgreSQL's {var}={db_env.get(var)}")
+    else:
+        print(f"[check-deploy-files] note: ConnectionStrings__Sagas names {host}, which deploy/k8s does not ship (bring your own PostgreSQL)", file=sys.stderr)
+
+# Broker users: the ones the Secrets name are the ones rabbitmq/create-users.sh creates, with the tags documented.
+users_script = os.path.join(k8s_dir, "rabbitmq", "create-users.sh")
+if check(os.path.isfile(users_script), "deploy/k8s/rabbitmq/create-users.sh is missing (creates the broker users the manifests use)"):
+    users_text = open(users_script, encoding="utf-8").read()
+    script_users = dict(re.findall(r"^(RUNNER_USER|KEDA_USER)=\$\{\w+:-([\w.-]+)\}", users_text, re.MULTILINE))
+    amqp_user = urlparse(str(config_env.get("ConnectionStrings__RabbitMq", ""))).username
+    if amqp_user:
+        check(amqp_user == script_users.get("RUNNER_USER"), f"deploy/k8s: ConnectionStrings__RabbitMq's user {amqp_user} is not the one create-users.sh creates ({script_users.get('RUNNER_USER')})")
+    keda_host = get(secrets.get("runner-keda-rabbitmq", {}), "stringData", "host")
+    if keda_host:
+        check(urlparse(str(keda_host)).username == script_users.get("KEDA_USER"),
+              f"deploy/k8s: the KEDA Secret's user {urlparse(str(keda_host)).username} is not the one create-users.sh creates ({script_users.get('KEDA_USER')})")
+    check(re.search(r"tags[^\n]*management", users_text), "deploy/k8s/rabbitmq/create-users.sh: the KEDA user needs the management tag (it reads /api/queues)")
 
 pdbs = of_kind("PodDisruptionBudget")
 check(pdbs, "deploy/k8s: no PodDisruptionBudget")

@@ -510,6 +510,199 @@ if check(os.path.isfile(dockerfile_path), "deploy/Dockerfile is missing"):
                 check(os.path.exists(os.path.join(repo, source)), f"deploy/Dockerfile: COPY source {source} does not exist in the repository")
 
 # ---------------------------------------------------------------------------------------------------------
+# 6. Dashboards and alert rules: every metric and queue they query exists; no fixed datasource uid; per-replica
+#    grouping by a label that a direct scrape of /metrics has.
+live = None
+if live_names_file:
+    import json as _json
+    with open(live_names_file, encoding="utf-8") as f:
+        live = _json.load(f)
+
+# What the service exposes, derived from its sources (the Prometheus names of PrometheusTextMetrics.PrometheusName).
+service_metrics = set()
+for path in glob.glob(os.path.join(repo, "src", "RunnerService", "**", "*.cs"), recursive=True):
+    text = open(path, encoding="utf-8").read()
+    for kind, name, rest in re.findall(r"Meter\.Create(\w+?)(?:<\w+>)?\(\s*\"([\w.]+)\"([^;]*)", text):
+        unit = (re.findall(r"\"([^\"]*)\"", rest) or [""])[0]
+        base = name.replace(".", "_")
+        if kind == "Histogram":
+            base += "_seconds" if unit == "s" and not base.endswith("_seconds") else ""
+            service_metrics |= {base, base + "_bucket", base + "_sum", base + "_count"}
+        elif kind in ("Counter", "ObservableCounter"):
+            service_metrics.add(base + "_total")
+        else:
+            service_metrics.add(base)
+check(service_metrics, "src/RunnerService: no Meter.Create* instruments found (has the meter moved?)")
+broker_metrics = None
+if live is not None:
+    service_metrics = set(live.get("service_metrics") or [])
+    broker_metrics = set(live["broker_metrics"]) if live.get("broker_metrics") is not None else None
+BUILTIN_METRICS = {"up", "scrape_duration_seconds", "scrape_samples_scraped", "scrape_series_added"}
+
+# The queues the service declares, derived from its sources; MassTransit adds <queue>_error and <queue>_skipped.
+saga_definition = open(os.path.join(repo, "src", "RunnerService", "Saga", "InvocationStateMachineDefinition.cs"), encoding="utf-8").read()
+m = re.search(r"InvocationQueue\s*\{\s*get;\s*set;\s*\}\s*=\s*\"([\w.-]+)\"", options_source)
+derived_queues = {config_env.get("Runner__InvocationQueue") or (m.group(1) if m else "run-invocation")}
+m = re.search(r"EndpointName\s*=\s*\"([\w.-]+)\"", saga_definition)
+if check(m, "InvocationStateMachineDefinition.cs: EndpointName not found"):
+    derived_queues.add(m.group(1))
+m = re.search(r"InstanceQueue\s*=>\s*\$\"([\w.-]+)\{", options_source)
+if check(m, "RunnerOptions.cs: InstanceQueue not found"):
+    derived_queues.add(m.group(1) + "example-pod-1")
+m = re.search(r"e\.Name\s*=\s*\$\"([\w.-]+)\{instanceId\}\"", registration)
+if m:
+    derived_queues.add(m.group(1) + "example-pod-1")
+known_queues = set(live.get("queues") or []) if live is not None else derived_queues
+known_queues |= {q + suffix for q in list(known_queues) if not q.endswith(("_error", "_skipped")) for suffix in ("_error", "_skipped")}
+
+PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or", "unless", "offset", "inf", "nan"}
+DIRECT_SCRAPE_LABELS = {"instance", "job", "le", "queue", "vhost", "task", "status", "reason", "exit", "quantile"}
+if live is not None:
+    DIRECT_SCRAPE_LABELS |= set(live.get("service_labels") or [])
+
+
+def promql(expr):
+    """(metric names, label matchers (label, op, value), grouping labels) of a PromQL expression."""
+    matchers = []
+    for body in re.findall(r"\{([^{}]*)\}", expr):
+        matchers += re.findall(r"(\w+)\s*(=~|!~|!=|=)\s*\"((?:[^\"\\]|\\.)*)\"", body)
+    grouping = [l.strip() for g in re.findall(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)", expr) for l in g.split(",") if l.strip()]
+    rest = re.sub(r"\{[^{}]*\}", " ", expr)
+    rest = re.sub(r"\[[^\]]*\]", " ", rest)
+    rest = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", rest)
+    rest = re.sub(r"\"(?:[^\"\\]|\\.)*\"", " ", rest)
+    rest = re.sub(r"\$\{?\w+\}?", " ", rest)
+    names = [n for n in re.findall(r"(?<![\w:.])([a-zA-Z_:][a-zA-Z0-9_:]*)\b(?!\s*\()", rest) if n not in PROMQL_WORDS]
+    return names, matchers, grouping
+
+
+broker_note = []
+
+
+def check_query(where, expr, per_replica=False):
+    names, matchers, grouping = promql(expr)
+    check(names, f"{where}: no metric found in query {expr!r}")
+    for name in names:
+        if name in BUILTIN_METRICS:
+            continue
+        if name.startswith("rabbitmq_"):
+            if broker_metrics is None:
+                broker_note.append(name)
+            else:
+                check(name in broker_metrics, f"{where}: queries metric {name}, which RabbitMQ's prometheus plugin does not expose (live run)")
+            continue
+        check(name in service_metrics,
+              f"{where}: queries metric {name}, which the service does not expose ({'live run' if live is not None else 'derived from src/RunnerService'})")
+    for label, op, value in matchers:
+        if label != "queue" or op not in ("=", "=~"):
+            continue
+        for alternative in (value.split("|") if op == "=~" else [value]):
+            try:
+                pattern = re.compile(r"(?:" + (alternative if op == "=~" else re.escape(alternative)) + r")\Z")
+            except re.error as e:
+                check(False, f"{where}: queue pattern {alternative!r} is not a valid regex: {e}")
+                continue
+            check(any(pattern.match(q) for q in known_queues),
+                  f"{where}: queue {alternative!r} matches no queue the service declares ({', '.join(sorted(known_queues))})")
+    for label in grouping:
+        check(label in DIRECT_SCRAPE_LABELS,
+              f"{where}: groups by label {label}, which a direct scrape of /metrics does not have (use instance)")
+
+
+def rel_or_abs(path):
+    return rel(path) if os.path.abspath(path).startswith(repo + os.sep) else path
+
+
+dashboards = dashboard_overrides or sorted(glob.glob(os.path.join(deploy, "grafana", "dashboards", "*.json")))
+check(dashboards, "deploy/grafana/dashboards: no dashboard")
+for path in dashboards:
+    import json as _json
+    where = rel_or_abs(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            board = _json.load(f)
+    except ValueError as e:
+        check(False, f"{where}: not JSON: {e}")
+        continue
+    variables = {v.get("name"): v for v in get(board, "templating", "list", default=[]) or []}
+    ds_variables = {n for n, v in variables.items() if v.get("type") == "datasource"}
+
+    def walk(node, title):
+        if isinstance(node, dict):
+            title = node.get("title", title) if "targets" in node or "panels" in node else title
+            ds = node.get("datasource")
+            if isinstance(ds, dict) and "uid" in ds:
+                uid = str(ds.get("uid"))
+                ref = re.fullmatch(r"\$\{?(\w+)\}?", uid)
+                check(ref and ref.group(1) in ds_variables,
+                      f"{where}: panel '{title}' uses datasource uid {uid!r}; use a datasource template variable (${{datasource}})")
+            for target in node.get("targets") or []:
+                if isinstance(target, dict) and isinstance(target.get("expr"), str):
+                    check_query(f"{where}: panel '{title}'", target["expr"])
+            for key, value in node.items():
+                if key != "targets":
+                    walk(value, title)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item, title)
+
+    walk(board.get("panels") or [], "?")
+    check(ds_variables, f"{where}: no datasource template variable (templating.list entry of type datasource)")
+
+# Alert rules: deploy/prometheus/alerts.yml, the same groups in the PrometheusRule.
+rules_path = rules_override or os.path.join(deploy, "prometheus", "alerts.yml")
+rule_docs = docs_by_file.get(rules_path)
+if rule_docs is None and os.path.isfile(rules_path):
+    with open(rules_path, encoding="utf-8") as f:
+        rule_docs = [d for d in yaml.safe_load_all(f) if d is not None]
+if check(rule_docs, f"{rel_or_abs(rules_path)}: missing or empty (alert rules)"):
+    groups = get(rule_docs[0], "groups", default=[]) or []
+    all_names = set()
+    for group in groups:
+        for rule in group.get("rules") or []:
+            where = f"{rel_or_abs(rules_path)}: alert {rule.get('alert')}"
+            check(rule.get("alert") and isinstance(rule.get("expr"), str), f"{where}: needs alert and expr")
+            check(get(rule, "labels", "severity") in ("critical", "warning", "info"), f"{where}: labels.severity must be critical, warning or info")
+            check(get(rule, "annotations", "summary"), f"{where}: annotations.summary is missing")
+            if isinstance(rule.get("expr"), str):
+                check_query(where, rule["expr"])
+                all_names |= set(promql(rule["expr"])[0])
+    if not rules_override:
+        for what, metric in (("queue age", "runner_invocation_queue_time_seconds_bucket"), ("backlog", "rabbitmq_detailed_queue_messages_ready"),
+                             ("no consumers", "rabbitmq_detailed_queue_consumers"), ("stale replicas", "up"), ("poison rate", "runner_messages_poison_total")):
+            check(metric in all_names, f"{rel(rules_path)}: no {what} alert (a rule on {metric})")
+        prometheus_rules = of_kind("PrometheusRule")
+        check(prometheus_rules, "deploy/k8s: no PrometheusRule (the alert rules for the Prometheus Operator)")
+        for path, pr in prometheus_rules:
+            check(get(pr, "spec", "groups") == groups, f"{rel(path)}: spec.groups differ from {rel(rules_path)}")
+    compose_prometheus = get(services, "prometheus", "volumes", default=[]) or []
+    check(any("alerts.yml" in str(v) for v in compose_prometheus), "docker-compose.yml: prometheus does not mount prometheus/alerts.yml")
+
+# Scraping: each replica's /metrics directly (the dashboard groups by instance), in compose and in Kubernetes.
+prom_cfg = (docs_by_file.get(os.path.join(deploy, "prometheus", "prometheus.yml")) or [{}])[0]
+runner_jobs = [j for j in prom_cfg.get("scrape_configs") or [] if j.get("job_name") == "runner-service"]
+if check(runner_jobs, "deploy/prometheus/prometheus.yml: no runner-service job"):
+    targets = [t for sc in runner_jobs[0].get("static_configs") or [] for t in sc.get("targets") or []]
+    check(targets and all(t.split(":")[0] in services for t in targets), f"deploy/prometheus/prometheus.yml: runner-service targets {targets} are not compose services (scrape the replicas, not the collector)")
+    check(any("alerts.yml" in str(r) for r in prom_cfg.get("rule_files") or []), "deploy/prometheus/prometheus.yml: rule_files does not load alerts.yml")
+pod_monitors = of_kind("PodMonitor")
+runner_monitors = [pm for _, pm in pod_monitors if all(pod_labels.get(k) == v for k, v in (get(pm, "spec", "selector", "matchLabels") or {"-": "-"}).items())]
+check(runner_monitors, "deploy/k8s/monitoring: no PodMonitor selects the runner pods")
+for pm in runner_monitors:
+    for ep in get(pm, "spec", "podMetricsEndpoints", default=[]) or []:
+        check(ep.get("path") == "/metrics", "PodMonitor runner-service: path must be /metrics")
+        check(any(r.get("targetLabel") == "instance" and "__meta_kubernetes_pod_name" in (r.get("sourceLabels") or []) for r in ep.get("relabelings") or []),
+              "PodMonitor runner-service: set instance from __meta_kubernetes_pod_name (the dashboard's per-replica label)")
+        check(any(r.get("targetLabel") == "job" and r.get("replacement") == "runner-service" for r in ep.get("relabelings") or []),
+              "PodMonitor runner-service: set job to runner-service (the alert rules use it)")
+if deployments:
+    annotations = get(deployments[0][1], "spec", "template", "metadata", "annotations", default={}) or {}
+    check(annotations.get("prometheus.io/scrape") == "true" and annotations.get("prometheus.io/path") == "/metrics",
+          "deploy/k8s/deployment.yaml: the pod template needs prometheus.io/scrape and prometheus.io/path annotations")
+if broker_note:
+    print(f"[check-deploy-files] note: broker metrics ({', '.join(sorted(set(broker_note)))}) are checked against a live broker only (--names; the integration test does)", file=sys.stderr)
+
+# ---------------------------------------------------------------------------------------------------------
 for f in failures:
     print(f"FAIL: {f}")
 print(f"check-deploy-files: {passed} checks passed, {len(failures)} failed ({len(yaml_files)} YAML files)")

@@ -14,6 +14,20 @@
 # - consumer_timeout is set, equal in every RabbitMQ config copy, and above Runner:DefaultTimeout
 # - the Dockerfile has its stages (build, publish-service, publish-worker with Native AOT, aspnet runtime) and
 #   Runner__WorkerCommand points at the AOT worker it copies
+# - Kubernetes, cluster survival: no `replicas` on the Deployment KEDA scales; terminationGracePeriodSeconds derived
+#   from Runner__ShutdownGrace (shutdown timeout + 10..300 s) and the grace not far below Runner__DefaultTimeout;
+#   pod-deletion-cost (Downward API env, ServiceAccount, Role with pods get/patch); connection strings by
+#   secretKeyRef; PostgreSQL manifest matching ConnectionStrings__Sagas; /tmp emptyDir sizeLimit and
+#   ephemeral-storage request; broker user names agree with rabbitmq/create-users.sh (KEDA user: management tag)
+# - dashboards and alert rules: every metric name exists (derived from the service's Meter.Create* calls, or the
+#   live names given with --names), every queue matcher matches a queue the service declares, grouping labels exist
+#   on a direct scrape, datasource through a template variable, alerts.yml == the PrometheusRule's groups, scraping
+#   (compose targets, PodMonitor relabelling, pod annotations)
+#
+# Options (used by tests/RunnerService.IntegrationTests/DeployFilesTests.cs):
+#     --names FILE       JSON with the live run's names: service_metrics, service_labels, broker_metrics, queues
+#     --dashboard FILE   check this dashboard instead of deploy/grafana/dashboards/*.json (repeatable)
+#     --rules FILE       check this rules file instead of deploy/prometheus/alerts.yml
 #
 # Prints one line per failed check and a summary; exit status 1 if anything failed.
 set -euo pipefail

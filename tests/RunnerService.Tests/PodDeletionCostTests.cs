@@ -1,4 +1,9 @@
 using System.Net;
+using System.Net.Security;
+using System.Net.Sockets;
+using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
+using System.Text;
 using System.Text.Json;
 using Microsoft.Extensions.Logging.Abstractions;
 using RunnerService.Hosting;
@@ -130,6 +135,121 @@ public sealed class PodDeletionCostTests : IDisposable
     {
         using var updater = new PodDeletionCost(Location(), new ThrowingHandler(), () => 1, new ManualClock(), NullLogger<PodDeletionCost>.Instance);
         Assert.False(await updater.UpdateAsync(CancellationToken.None));
+    }
+
+    [Fact]
+    public async Task Over_tls_it_trusts_the_cluster_ca_from_the_service_account_and_nothing_else()
+    {
+        using var clusterCa = CreateCa("cluster-ca");
+        using var otherCa = CreateCa("other-ca");
+        using var serverCertificate = CreateServerCertificate(clusterCa);
+        using var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        var port = ((IPEndPoint)listener.LocalEndpoint).Port;
+        var bodies = new List<string>();
+        var handshakeErrors = new List<string>();
+        using var stop = new CancellationTokenSource();
+        var server = Task.Run(async () =>
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                using var client = await listener.AcceptTcpClientAsync(stop.Token);
+                try
+                {
+                    await using var tls = new SslStream(client.GetStream());
+                    await tls.AuthenticateAsServerAsync(serverCertificate);
+                    var request = await ReadRequestAsync(tls);
+                    if (request.Length == 0)
+                        continue; // TLS 1.3: the client refused the certificate after the server's side of the handshake
+                    lock (bodies)
+                        bodies.Add(request);
+                    await tls.WriteAsync(Encoding.ASCII.GetBytes("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"));
+                }
+                catch (Exception e) when (!stop.IsCancellationRequested)
+                {
+                    lock (bodies)
+                        handshakeErrors.Add(e.GetType().Name); // the client refused the certificate
+                }
+            }
+        });
+
+        File.WriteAllText(Path.Combine(_serviceAccount, "token"), "tls-token");
+        var env = new Dictionary<string, string> { ["KUBERNETES_SERVICE_HOST"] = "127.0.0.1", ["KUBERNETES_SERVICE_PORT"] = port.ToString(System.Globalization.CultureInfo.InvariantCulture), [PodLocation.PodNameVariable] = "pod-1", [PodLocation.PodNamespaceVariable] = "runner" };
+
+        File.WriteAllText(Path.Combine(_serviceAccount, "ca.crt"), otherCa.ExportCertificatePem());
+        var wrongCa = PodLocation.FromEnvironment(k => env.GetValueOrDefault(k), _serviceAccount)!;
+        using (var updater = new PodDeletionCost(wrongCa, wrongCa.CreateHandler(), () => 2, new ManualClock(), NullLogger<PodDeletionCost>.Instance))
+            Assert.False(await updater.UpdateAsync(CancellationToken.None)); // a server the cluster CA did not sign gets nothing
+
+        File.WriteAllText(Path.Combine(_serviceAccount, "ca.crt"), clusterCa.ExportCertificatePem());
+        var location = PodLocation.FromEnvironment(k => env.GetValueOrDefault(k), _serviceAccount)!;
+        var log = new ListLogger();
+        using (var updater = new PodDeletionCost(location, location.CreateHandler(), () => 2, new ManualClock(), log))
+            Assert.True(await updater.UpdateAsync(CancellationToken.None), string.Join("\n", log.Lines) + " / server: " + string.Join(", ", handshakeErrors));
+
+        await stop.CancelAsync();
+        listener.Stop();
+        await Assert.ThrowsAnyAsync<Exception>(() => server);
+        var request = Assert.Single(bodies);
+        Assert.StartsWith("PATCH /api/v1/namespaces/runner/pods/pod-1 HTTP/1.1", request, StringComparison.Ordinal);
+        Assert.Contains("Authorization: Bearer tls-token", request, StringComparison.Ordinal);
+        Assert.Contains("Content-Type: application/merge-patch+json", request, StringComparison.OrdinalIgnoreCase);
+        Assert.EndsWith(PodDeletionCost.PatchBody(2), request, StringComparison.Ordinal);
+    }
+
+    sealed class ListLogger : Microsoft.Extensions.Logging.ILogger<PodDeletionCost>
+    {
+        public List<string> Lines { get; } = [];
+        public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
+        public bool IsEnabled(Microsoft.Extensions.Logging.LogLevel logLevel) => true;
+        public void Log<TState>(Microsoft.Extensions.Logging.LogLevel logLevel, Microsoft.Extensions.Logging.EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter) =>
+            Lines.Add(formatter(state, exception));
+    }
+
+    static async Task<string> ReadRequestAsync(Stream stream)
+    {
+        var buffer = new byte[8192];
+        var text = new StringBuilder();
+        int contentLength = -1, headerEnd = -1;
+        while (true)
+        {
+            var read = await stream.ReadAsync(buffer);
+            if (read == 0)
+                break;
+            text.Append(Encoding.UTF8.GetString(buffer, 0, read));
+            var all = text.ToString();
+            if (headerEnd < 0 && (headerEnd = all.IndexOf("\r\n\r\n", StringComparison.Ordinal)) >= 0)
+            {
+                var header = all[..headerEnd].Split("\r\n").FirstOrDefault(l => l.StartsWith("Content-Length:", StringComparison.OrdinalIgnoreCase));
+                contentLength = header is null ? 0 : int.Parse(header["Content-Length:".Length..].Trim(), System.Globalization.CultureInfo.InvariantCulture);
+            }
+            if (headerEnd >= 0 && Encoding.UTF8.GetByteCount(all[(headerEnd + 4)..]) >= contentLength)
+                return all;
+        }
+        return text.ToString();
+    }
+
+    static X509Certificate2 CreateCa(string name)
+    {
+        using var key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
+        var request = new CertificateRequest($"CN={name}", key, HashAlgorithmName.SHA256);
+        request.CertificateExtensions.Add(new X509BasicConstraintsExtension(true, false, 0, true));
+        request.CertificateExtensions.Add(new X509KeyUsageExtension(X509KeyUsageFlags.KeyCertSign | X509KeyUsageFlags.CrlSign, true));
+        return request.CreateSelfSigned(DateTimeOffset.UtcNow.AddDays(-1), DateTimeOffset.UtcNow.AddDays(1));
+    }
+
+    static X509Certificate2 CreateServerCertificate(X509Certificate2 ca)
+    {
+        using var key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
+        var request = new CertificateRequest("CN=kube-apiserver", key, HashAlgorithmName.SHA256);
+        var names = new SubjectAlternativeNameBuilder();
+        names.AddIpAddress(IPAddress.Loopback);
+        request.CertificateExtensions.Add(names.Build());
+        request.CertificateExtensions.Add(new X509EnhancedKeyUsageExtension([new Oid("1.3.6.1.5.5.7.3.1")], false));
+        using var issued = request.Create(ca, DateTimeOffset.UtcNow.AddHours(-1), DateTimeOffset.UtcNow.AddHours(12), RandomNumberGenerator.GetBytes(8));
+        using var withKey = issued.CopyWithPrivateKey(key);
+        // SslStream on Linux wants a certificate whose key it can use: round-trip through PKCS#12.
+        return X509CertificateLoader.LoadPkcs12(withKey.Export(X509ContentType.Pkcs12), null);
     }
 
     sealed class ThrowingHandler : HttpMessageHandler

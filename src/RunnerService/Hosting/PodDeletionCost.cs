@@ -44,7 +44,7 @@ public sealed record PodLocation(Uri PodUri, string TokenFile, string? CaFile)
         if (CaFile is { } caFile)
         {
             var ca = X509CertificateLoader.LoadCertificateFromFile(caFile);
-            handler.SslOptions.RemoteCertificateValidationCallback = (_, certificate, _, errors) =>
+            handler.SslOptions.RemoteCertificateValidationCallback = (_, certificate, presented, errors) =>
             {
                 if (certificate is null)
                     return false;
@@ -56,6 +56,11 @@ public sealed record PodLocation(Uri PodUri, string TokenFile, string? CaFile)
                 chain.ChainPolicy.TrustMode = X509ChainTrustMode.CustomRootTrust;
                 chain.ChainPolicy.CustomTrustStore.Add(ca);
                 chain.ChainPolicy.RevocationMode = X509RevocationMode.NoCheck;
+                if (presented is not null)
+                {
+                    foreach (var element in presented.ChainElements)
+                        chain.ChainPolicy.ExtraStore.Add(element.Certificate); // intermediates the server sent
+                }
                 return chain.Build(X509CertificateLoader.LoadCertificate(certificate.GetRawCertData()));
             };
         }

@@ -111,7 +111,14 @@ public sealed partial class PodDeletionCost : BackgroundService
         {
             do
             {
-                await UpdateAsync(stoppingToken);
+                try
+                {
+                    await UpdateAsync(stoppingToken);
+                }
+                catch (Exception e) when (!stoppingToken.IsCancellationRequested)
+                {
+                    Failed(e.Message); // whatever it is, it must not stop the host
+                }
             }
             while (await timer.WaitForNextTickAsync(stoppingToken));
         }

@@ -14,6 +14,20 @@
 # - consumer_timeout is set, equal in every RabbitMQ config copy, and above Runner:DefaultTimeout
 # - the Dockerfile has its stages (build, publish-service, publish-worker with Native AOT, aspnet runtime) and
 #   Runner__WorkerCommand points at the AOT worker it copies
+# - Kubernetes, cluster survival: no `replicas` on the Deployment KEDA scales; terminationGracePeriodSeconds derived
+#   from Runner__ShutdownGrace (shutdown timeout + 10..300 s) and the grace not far below Runner__DefaultTimeout;
+#   pod-deletion-cost (Downward API env, ServiceAccount, Role with pods get/patch); connection strings by
+#   secretKeyRef; PostgreSQL manifest matching ConnectionStrings__Sagas; /tmp emptyDir sizeLimit and
+#   ephemeral-storage request; broker user names agree with rabbitmq/create-users.sh (KEDA user: management tag)
+# - dashboards and alert rules: every metric name exists (derived from the service's Meter.Create* calls, or the
+#   live names given with --names), every queue matcher matches a queue the service declares, grouping labels exist
+#   on a direct scrape, datasource through a template variable, alerts.yml == the PrometheusRule's groups, scraping
+#   (compose targets, PodMonitor relabelling, pod annotations)
+#
+# Options (used by tests/RunnerService.IntegrationTests/DeployFilesTests.cs):
+#     --names FILE       JSON with the live run's names: service_metrics, service_labels, broker_metrics, queues
+#     --dashboard FILE   check this dashboard instead of deploy/grafana/dashboards/*.json (repeatable)
+#     --rules FILE       check this rules file instead of deploy/prometheus/alerts.yml
 #
 # Prints one line per failed check and a summary; exit status 1 if anything failed.
 set -euo pipefail
@@ -30,7 +44,7 @@ if ! command -v python3 >/dev/null 2>&1 || ! python3 -c 'import yaml' >/dev/null
     fi
 fi
 
-exec python3 - "$repo" <<'PYTHON'
+exec python3 - "$repo" "$@" <<'PYTHON'
 import glob
 import os
 import re
@@ -41,6 +55,28 @@ import yaml
 
 repo = sys.argv[1]
 deploy = os.path.join(repo, "deploy")
+
+# Options (the integration test uses them; .ci/run passes none):
+#   --names FILE      JSON {"service_metrics": [...], "broker_metrics": [...] or null, "queues": [...]}: the metric
+#                     and queue names a live run really exposed; dashboard and alert queries are checked against them
+#                     instead of the names derived from the sources
+#   --dashboard FILE  check this dashboard instead of deploy/grafana/dashboards/*.json (repeatable)
+#   --rules FILE      check this Prometheus rules file instead of deploy/prometheus/alerts.yml
+args = sys.argv[2:]
+live_names_file, dashboard_overrides, rules_override = None, [], None
+while args:
+    flag = args.pop(0)
+    if flag in ("--names", "--dashboard", "--rules") and args:
+        value = args.pop(0)
+        if flag == "--names":
+            live_names_file = value
+        elif flag == "--dashboard":
+            dashboard_overrides.append(value)
+        else:
+            rules_override = value
+    else:
+        print(f"usage: check-deploy-files.sh [--names FILE] [--dashboard FILE]... [--rules FILE] (unknown or incomplete: {flag})", file=sys.stderr)
+        sys.exit(64)
 failures = []
 passed = 0
 
@@ -131,7 +167,11 @@ if shutdown_margin is None:
     print("[check-deploy-files] note: ShutdownTimeout = grace + N s not found in RunnerServiceRegistration.cs; assuming 45 s", file=sys.stderr)
     shutdown_margin = 45
 
-ALLOWED_OTHER_KEYS = {"ConnectionStrings__RabbitMq", "ConnectionStrings__Sagas"}
+# The Downward API variables the service reads to patch its own pod (Hosting/PodDeletionCost.cs).
+pod_cost_source = open(os.path.join(repo, "src", "RunnerService", "Hosting", "PodDeletionCost.cs"), encoding="utf-8").read()
+POD_VARIABLES = dict(re.findall(r"const string (PodNameVariable|PodNamespaceVariable) = \"(\w+)\"", pod_cost_source))
+check(len(POD_VARIABLES) == 2, "src/RunnerService/Hosting/PodDeletionCost.cs: PodNameVariable/PodNamespaceVariable not found")
+ALLOWED_OTHER_KEYS = {"ConnectionStrings__RabbitMq", "ConnectionStrings__Sagas"} | set(POD_VARIABLES.values())
 
 
 def check_keys(where, keys):
@@ -263,6 +303,18 @@ for path, dep in deployments:
     env = c.get("env") or []
     env_names = [e.get("name") for e in env]
     check_keys(f"{where} env", env_names)
+    # Secret keys given one by one (secretKeyRef, not optional): a missing Secret or key stops the pod with a clear event.
+    for e in env:
+        ref = get(e, "valueFrom", "secretKeyRef")
+        if not ref:
+            continue
+        secret = secrets.get(ref.get("name"))
+        check(secret is not None, f"{where}: env {e.get('name')} refers to undefined Secret {ref.get('name')}")
+        values = dict((secret or {}).get("stringData") or {}) | {k: "<base64>" for k in ((secret or {}).get("data") or {})}
+        check(ref.get("key") in values, f"{where}: env {e.get('name')}: Secret {ref.get('name')} has no key {ref.get('key')}")
+        check(not ref.get("optional"), f"{where}: env {e.get('name')} must not be optional (a missing Secret must stop the pod, not select SQLite)")
+        if ref.get("key") in values:
+            config_env[e.get("name")] = values[ref.get("key")]
     check_keys(f"{where} ConfigMap/Secret", config_env.keys())
 
     instance = next((e for e in env if e.get("name") == "Runner__InstanceId"), {})
@@ -283,8 +335,95 @@ for path, dep in deployments:
 
     grace = timespan_seconds(config_env.get("Runner__ShutdownGrace", "")) or default_grace
     tgps = spec.get("terminationGracePeriodSeconds")
-    check(isinstance(tgps, int) and tgps > grace + shutdown_margin,
-          f"{where}: terminationGracePeriodSeconds ({tgps}) must exceed the service's shutdown timeout (ShutdownGrace {grace} s + {shutdown_margin} s)")
+    # Derived from the grace: above the service's shutdown timeout by a margin (10 s .. 5 min), so raising or lowering
+    # Runner__ShutdownGrace without it fails here.
+    check(isinstance(tgps, int) and grace + shutdown_margin + 10 <= tgps <= grace + shutdown_margin + 300,
+          f"{where}: terminationGracePeriodSeconds ({tgps}) must be the service's shutdown timeout (ShutdownGrace {grace} s + {shutdown_margin} s = {grace + shutdown_margin} s) plus a margin of 10..300 s")
+    invocation_timeout_k8s = timespan_seconds(config_env.get("Runner__DefaultTimeout", "")) or default_timeout
+    check(grace >= min(invocation_timeout_k8s, 1800),
+          f"{where}: Runner__ShutdownGrace ({grace} s) is far below Runner__DefaultTimeout ({invocation_timeout_k8s} s): every rollout would restart long tasks (docs/operations.md, Shutdown timing)")
+
+    # KEDA owns the size: a replicas field would be re-applied by every kubectl apply.
+    if any(get(so, "spec", "scaleTargetRef", "name") == deployment_name for _, so in of_kind("ScaledObject")):
+        check("replicas" not in (dep.get("spec") or {}), f"{where}: remove spec.replicas: KEDA scales this Deployment, and every kubectl apply would reset the size and kill work in flight")
+
+    # pod-deletion-cost: the pod knows its name and namespace, and its service account may patch pods.
+    env_by_name = {e.get("name"): e for e in env}
+    for var, field in ((POD_VARIABLES.get("PodNameVariable"), "metadata.name"), (POD_VARIABLES.get("PodNamespaceVariable"), "metadata.namespace")):
+        check(get(env_by_name.get(var, {}), "valueFrom", "fieldRef", "fieldPath") == field,
+              f"{where}: env {var} must come from the Downward API (fieldRef {field}) for the pod-deletion-cost updater")
+    sa = spec.get("serviceAccountName")
+    check(sa and of_kind("ServiceAccount", sa), f"{where}: serviceAccountName {sa} is not defined (the pod patches its own pod-deletion-cost)")
+    check(spec.get("automountServiceAccountToken", True) is not False, f"{where}: automountServiceAccountToken must not be false (the token patches the pod)")
+    may_patch = False
+    for _, rb in of_kind("RoleBinding"):
+        if any(sub.get("kind") == "ServiceAccount" and sub.get("name") == sa for sub in rb.get("subjects") or []):
+            for _, role in of_kind(get(rb, "roleRef", "kind", default="Role"), get(rb, "roleRef", "name")):
+                for rule in role.get("rules") or []:
+                    if "" in (rule.get("apiGroups") or []) and "pods" in (rule.get("resources") or []) and {"get", "patch"} <= set(rule.get("verbs") or []):
+                        may_patch = True
+    check(may_patch, f"{where}: no RoleBinding gives service account {sa} a Role with pods get/patch")
+
+    # Writable places: the root filesystem is read-only; /tmp is a size-limited emptyDir, with ephemeral storage requested.
+    if get(c, "securityContext", "readOnlyRootFilesystem"):
+        volumes = {v.get("name"): v for v in spec.get("volumes") or []}
+        tmp = next((m for m in c.get("volumeMounts") or [] if m.get("mountPath") == "/tmp"), None)
+        check(tmp is not None, f"{where}: readOnlyRootFilesystem needs a volume at /tmp")
+        if tmp is not None:
+            empty = get(volumes.get(tmp.get("name"), {}), "emptyDir")
+            check(isinstance(empty, dict) and empty.get("sizeLimit"), f"{where}: the /tmp emptyDir needs a sizeLimit")
+        check(get(c, "resources", "requests", "ephemeral-storage"), f"{where}: request ephemeral-storage (the /tmp emptyDir and logs use the node's disk)")
+        check("Host=" in str(config_env.get("ConnectionStrings__Sagas", "")) or config_env.get("ConnectionStrings__Sagas") == "<base64>",
+              f"{where}: with readOnlyRootFilesystem the SQLite saga store cannot be written: ConnectionStrings__Sagas must name PostgreSQL")
+
+# PostgreSQL shipped for Kubernetes (postgres.yaml) must be what the connection string names.
+k8s_namespace = next((k.get("namespace") for _, k in kustomization if k.get("namespace")), "default")
+sagas = str(config_env.get("ConnectionStrings__Sagas", ""))
+if "Host=" in sagas:
+    cs = {k.strip().lower(): v.strip() for k, v in (part.split("=", 1) for part in sagas.split(";") if "=" in part)}
+    host = cs.get("host", "")
+    parts = host.split(".")
+    service_name, service_ns = parts[0], (parts[1] if len(parts) > 1 else k8s_namespace)
+    shipped = [d for _, d in of_kind("Service", service_name)] if service_ns == k8s_namespace else []
+    if shipped:
+        statefulsets = [d for _, d in of_kind("StatefulSet") if get(d, "spec", "serviceName") == service_name]
+        if check(statefulsets, f"deploy/k8s: Service {service_name} has no StatefulSet (serviceName: {service_name})"):
+            sts = statefulsets[0]
+            sel = get(shipped[0], "spec", "selector") or {}
+            pod_labels_db = get(sts, "spec", "template", "metadata", "labels") or {}
+            check(sel and all(pod_labels_db.get(k) == v for k, v in sel.items()), f"deploy/k8s: Service {service_name} does not select the PostgreSQL pods")
+            check(str(cs.get("port", "5432")) in [str(p.get("port")) for p in get(shipped[0], "spec", "ports", default=[]) or []],
+                  f"deploy/k8s: Service {service_name} does not expose the connection string's port {cs.get('port', '5432')}")
+            check(get(sts, "spec", "volumeClaimTemplates"), f"deploy/k8s: StatefulSet {get(sts, 'metadata', 'name')} keeps its data on no volume (volumeClaimTemplates)")
+            db_env = {}
+            dbc = (get(sts, "spec", "template", "spec", "containers", default=[]) or [{}])[0]
+            for ref in dbc.get("envFrom") or []:
+                name = get(ref, "secretRef", "name")
+                if name:
+                    check(name in secrets, f"deploy/k8s: PostgreSQL envFrom Secret {name} is not defined")
+                    db_env.update(get(secrets.get(name, {}), "stringData", default={}) or {})
+            for e in dbc.get("env") or []:
+                if "value" in e:
+                    db_env[e["name"]] = e["value"]
+            for key, var in (("database", "POSTGRES_DB"), ("username", "POSTGRES_USER"), ("password", "POSTGRES_PASSWORD")):
+                check(cs.get(key) == db_env.get(var),
+                      f"deploy/k8s: ConnectionStrings__Sagas {key}={cs.get(key)} does not match PostgreSQL's {var}={db_env.get(var)}")
+    else:
+        print(f"[check-deploy-files] note: ConnectionStrings__Sagas names {host}, which deploy/k8s does not ship (bring your own PostgreSQL)", file=sys.stderr)
+
+# Broker users: the ones the Secrets name are the ones rabbitmq/create-users.sh creates, with the tags documented.
+users_script = os.path.join(k8s_dir, "rabbitmq", "create-users.sh")
+if check(os.path.isfile(users_script), "deploy/k8s/rabbitmq/create-users.sh is missing (creates the broker users the manifests use)"):
+    users_text = open(users_script, encoding="utf-8").read()
+    script_users = dict(re.findall(r"^(RUNNER_USER|KEDA_USER)=\$\{\w+:-([\w.-]+)\}", users_text, re.MULTILINE))
+    amqp_user = urlparse(str(config_env.get("ConnectionStrings__RabbitMq", ""))).username
+    if amqp_user:
+        check(amqp_user == script_users.get("RUNNER_USER"), f"deploy/k8s: ConnectionStrings__RabbitMq's user {amqp_user} is not the one create-users.sh creates ({script_users.get('RUNNER_USER')})")
+    keda_host = get(secrets.get("runner-keda-rabbitmq", {}), "stringData", "host")
+    if keda_host:
+        check(urlparse(str(keda_host)).username == script_users.get("KEDA_USER"),
+              f"deploy/k8s: the KEDA Secret's user {urlparse(str(keda_host)).username} is not the one create-users.sh creates ({script_users.get('KEDA_USER')})")
+    check(re.search(r"tags[^\n]*management", users_text), "deploy/k8s/rabbitmq/create-users.sh: the KEDA user needs the management tag (it reads /api/queues)")
 
 pdbs = of_kind("PodDisruptionBudget")
 check(pdbs, "deploy/k8s: no PodDisruptionBudget")
@@ -383,6 +522,199 @@ if check(os.path.isfile(dockerfile_path), "deploy/Dockerfile is missing"):
             parts = [p for p in mm.group(1).split() if not p.startswith("--")]
             for source in parts[:-1]:
                 check(os.path.exists(os.path.join(repo, source)), f"deploy/Dockerfile: COPY source {source} does not exist in the repository")
+
+# ---------------------------------------------------------------------------------------------------------
+# 6. Dashboards and alert rules: every metric and queue they query exists; no fixed datasource uid; per-replica
+#    grouping by a label that a direct scrape of /metrics has.
+live = None
+if live_names_file:
+    import json as _json
+    with open(live_names_file, encoding="utf-8") as f:
+        live = _json.load(f)
+
+# What the service exposes, derived from its sources (the Prometheus names of PrometheusTextMetrics.PrometheusName).
+service_metrics = set()
+for path in glob.glob(os.path.join(repo, "src", "RunnerService", "**", "*.cs"), recursive=True):
+    text = open(path, encoding="utf-8").read()
+    for kind, name, rest in re.findall(r"Meter\.Create(\w+?)(?:<\w+>)?\(\s*\"([\w.]+)\"([^;]*)", text):
+        unit = (re.findall(r"\"([^\"]*)\"", rest) or [""])[0]
+        base = name.replace(".", "_")
+        if kind == "Histogram":
+            base += "_seconds" if unit == "s" and not base.endswith("_seconds") else ""
+            service_metrics |= {base, base + "_bucket", base + "_sum", base + "_count"}
+        elif kind in ("Counter", "ObservableCounter"):
+            service_metrics.add(base + "_total")
+        else:
+            service_metrics.add(base)
+check(service_metrics, "src/RunnerService: no Meter.Create* instruments found (has the meter moved?)")
+broker_metrics = None
+if live is not None:
+    service_metrics = set(live.get("service_metrics") or [])
+    broker_metrics = set(live["broker_metrics"]) if live.get("broker_metrics") is not None else None
+BUILTIN_METRICS = {"up", "scrape_duration_seconds", "scrape_samples_scraped", "scrape_series_added"}
+
+# The queues the service declares, derived from its sources; MassTransit adds <queue>_error and <queue>_skipped.
+saga_definition = open(os.path.join(repo, "src", "RunnerService", "Saga", "InvocationStateMachineDefinition.cs"), encoding="utf-8").read()
+m = re.search(r"InvocationQueue\s*\{\s*get;\s*set;\s*\}\s*=\s*\"([\w.-]+)\"", options_source)
+derived_queues = {config_env.get("Runner__InvocationQueue") or (m.group(1) if m else "run-invocation")}
+m = re.search(r"EndpointName\s*=\s*\"([\w.-]+)\"", saga_definition)
+if check(m, "InvocationStateMachineDefinition.cs: EndpointName not found"):
+    derived_queues.add(m.group(1))
+m = re.search(r"InstanceQueue\s*=>\s*\$\"([\w.-]+)\{", options_source)
+if check(m, "RunnerOptions.cs: InstanceQueue not found"):
+    derived_queues.add(m.group(1) + "example-pod-1")
+m = re.search(r"e\.Name\s*=\s*\$\"([\w.-]+)\{instanceId\}\"", registration)
+if m:
+    derived_queues.add(m.group(1) + "example-pod-1")
+known_queues = set(live.get("queues") or []) if live is not None else derived_queues
+known_queues |= {q + suffix for q in list(known_queues) if not q.endswith(("_error", "_skipped")) for suffix in ("_error", "_skipped")}
+
+PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or", "unless", "offset", "inf", "nan"}
+DIRECT_SCRAPE_LABELS = {"instance", "job", "le", "queue", "vhost", "task", "status", "reason", "exit", "quantile"}
+if live is not None:
+    DIRECT_SCRAPE_LABELS |= set(live.get("service_labels") or [])
+
+
+def promql(expr):
+    """(metric names, label matchers (label, op, value), grouping labels) of a PromQL expression."""
+    matchers = []
+    for body in re.findall(r"\{([^{}]*)\}", expr):
+        matchers += re.findall(r"(\w+)\s*(=~|!~|!=|=)\s*\"((?:[^\"\\]|\\.)*)\"", body)
+    grouping = [l.strip() for g in re.findall(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)", expr) for l in g.split(",") if l.strip()]
+    rest = re.sub(r"\{[^{}]*\}", " ", expr)
+    rest = re.sub(r"\[[^\]]*\]", " ", rest)
+    rest = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", rest)
+    rest = re.sub(r"\"(?:[^\"\\]|\\.)*\"", " ", rest)
+    rest = re.sub(r"\$\{?\w+\}?", " ", rest)
+    names = [n for n in re.findall(r"(?<![\w:.])([a-zA-Z_:][a-zA-Z0-9_:]*)\b(?!\s*\()", rest) if n not in PROMQL_WORDS]
+    return names, matchers, grouping
+
+
+broker_note = []
+
+
+def check_query(where, expr, per_replica=False):
+    names, matchers, grouping = promql(expr)
+    check(names, f"{where}: no metric found in query {expr!r}")
+    for name in names:
+        if name in BUILTIN_METRICS:
+            continue
+        if name.startswith("rabbitmq_"):
+            if broker_metrics is None:
+                broker_note.append(name)
+            else:
+                check(name in broker_metrics, f"{where}: queries metric {name}, which RabbitMQ's prometheus plugin does not expose (live run)")
+            continue
+        check(name in service_metrics,
+              f"{where}: queries metric {name}, which the service does not expose ({'live run' if live is not None else 'derived from src/RunnerService'})")
+    for label, op, value in matchers:
+        if label != "queue" or op not in ("=", "=~"):
+            continue
+        for alternative in (value.split("|") if op == "=~" else [value]):
+            try:
+                pattern = re.compile(r"(?:" + (alternative if op == "=~" else re.escape(alternative)) + r")\Z")
+            except re.error as e:
+                check(False, f"{where}: queue pattern {alternative!r} is not a valid regex: {e}")
+                continue
+            check(any(pattern.match(q) for q in known_queues),
+                  f"{where}: queue {alternative!r} matches no queue the service declares ({', '.join(sorted(known_queues))})")
+    for label in grouping:
+        check(label in DIRECT_SCRAPE_LABELS,
+              f"{where}: groups by label {label}, which a direct scrape of /metrics does not have (use instance)")
+
+
+def rel_or_abs(path):
+    return rel(path) if os.path.abspath(path).startswith(repo + os.sep) else path
+
+
+dashboards = dashboard_overrides or sorted(glob.glob(os.path.join(deploy, "grafana", "dashboards", "*.json")))
+check(dashboards, "deploy/grafana/dashboards: no dashboard")
+for path in dashboards:
+    import json as _json
+    where = rel_or_abs(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            board = _json.load(f)
+    except ValueError as e:
+        check(False, f"{where}: not JSON: {e}")
+        continue
+    variables = {v.get("name"): v for v in get(board, "templating", "list", default=[]) or []}
+    ds_variables = {n for n, v in variables.items() if v.get("type") == "datasource"}
+
+    def walk(node, title):
+        if isinstance(node, dict):
+            title = node.get("title", title) if "targets" in node or "panels" in node else title
+            ds = node.get("datasource")
+            if isinstance(ds, dict) and "uid" in ds:
+                uid = str(ds.get("uid"))
+                ref = re.fullmatch(r"\$\{?(\w+)\}?", uid)
+                check(ref and ref.group(1) in ds_variables,
+                      f"{where}: panel '{title}' uses datasource uid {uid!r}; use a datasource template variable (${{datasource}})")
+            for target in node.get("targets") or []:
+                if isinstance(target, dict) and isinstance(target.get("expr"), str):
+                    check_query(f"{where}: panel '{title}'", target["expr"])
+            for key, value in node.items():
+                if key != "targets":
+                    walk(value, title)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item, title)
+
+    walk(board.get("panels") or [], "?")
+    check(ds_variables, f"{where}: no datasource template variable (templating.list entry of type datasource)")
+
+# Alert rules: deploy/prometheus/alerts.yml, the same groups in the PrometheusRule.
+rules_path = rules_override or os.path.join(deploy, "prometheus", "alerts.yml")
+rule_docs = docs_by_file.get(rules_path)
+if rule_docs is None and os.path.isfile(rules_path):
+    with open(rules_path, encoding="utf-8") as f:
+        rule_docs = [d for d in yaml.safe_load_all(f) if d is not None]
+if check(rule_docs, f"{rel_or_abs(rules_path)}: missing or empty (alert rules)"):
+    groups = get(rule_docs[0], "groups", default=[]) or []
+    all_names = set()
+    for group in groups:
+        for rule in group.get("rules") or []:
+            where = f"{rel_or_abs(rules_path)}: alert {rule.get('alert')}"
+            check(rule.get("alert") and isinstance(rule.get("expr"), str), f"{where}: needs alert and expr")
+            check(get(rule, "labels", "severity") in ("critical", "warning", "info"), f"{where}: labels.severity must be critical, warning or info")
+            check(get(rule, "annotations", "summary"), f"{where}: annotations.summary is missing")
+            if isinstance(rule.get("expr"), str):
+                check_query(where, rule["expr"])
+                all_names |= set(promql(rule["expr"])[0])
+    if not rules_override:
+        for what, metric in (("queue age", "runner_invocation_queue_time_seconds_bucket"), ("backlog", "rabbitmq_detailed_queue_messages_ready"),
+                             ("no consumers", "rabbitmq_detailed_queue_consumers"), ("stale replicas", "up"), ("poison rate", "runner_messages_poison_total")):
+            check(metric in all_names, f"{rel(rules_path)}: no {what} alert (a rule on {metric})")
+        prometheus_rules = of_kind("PrometheusRule")
+        check(prometheus_rules, "deploy/k8s: no PrometheusRule (the alert rules for the Prometheus Operator)")
+        for path, pr in prometheus_rules:
+            check(get(pr, "spec", "groups") == groups, f"{rel(path)}: spec.groups differ from {rel(rules_path)}")
+    compose_prometheus = get(services, "prometheus", "volumes", default=[]) or []
+    check(any("alerts.yml" in str(v) for v in compose_prometheus), "docker-compose.yml: prometheus does not mount prometheus/alerts.yml")
+
+# Scraping: each replica's /metrics directly (the dashboard groups by instance), in compose and in Kubernetes.
+prom_cfg = (docs_by_file.get(os.path.join(deploy, "prometheus", "prometheus.yml")) or [{}])[0]
+runner_jobs = [j for j in prom_cfg.get("scrape_configs") or [] if j.get("job_name") == "runner-service"]
+if check(runner_jobs, "deploy/prometheus/prometheus.yml: no runner-service job"):
+    targets = [t for sc in runner_jobs[0].get("static_configs") or [] for t in sc.get("targets") or []]
+    check(targets and all(t.split(":")[0] in services for t in targets), f"deploy/prometheus/prometheus.yml: runner-service targets {targets} are not compose services (scrape the replicas, not the collector)")
+    check(any("alerts.yml" in str(r) for r in prom_cfg.get("rule_files") or []), "deploy/prometheus/prometheus.yml: rule_files does not load alerts.yml")
+pod_monitors = of_kind("PodMonitor")
+runner_monitors = [pm for _, pm in pod_monitors if all(pod_labels.get(k) == v for k, v in (get(pm, "spec", "selector", "matchLabels") or {"-": "-"}).items())]
+check(runner_monitors, "deploy/k8s/monitoring: no PodMonitor selects the runner pods")
+for pm in runner_monitors:
+    for ep in get(pm, "spec", "podMetricsEndpoints", default=[]) or []:
+        check(ep.get("path") == "/metrics", "PodMonitor runner-service: path must be /metrics")
+        check(any(r.get("targetLabel") == "instance" and "__meta_kubernetes_pod_name" in (r.get("sourceLabels") or []) for r in ep.get("relabelings") or []),
+              "PodMonitor runner-service: set instance from __meta_kubernetes_pod_name (the dashboard's per-replica label)")
+        check(any(r.get("targetLabel") == "job" and r.get("replacement") == "runner-service" for r in ep.get("relabelings") or []),
+              "PodMonitor runner-service: set job to runner-service (the alert rules use it)")
+if deployments:
+    annotations = get(deployments[0][1], "spec", "template", "metadata", "annotations", default={}) or {}
+    check(annotations.get("prometheus.io/scrape") == "true" and annotations.get("prometheus.io/path") == "/metrics",
+          "deploy/k8s/deployment.yaml: the pod template needs prometheus.io/scrape and prometheus.io/path annotations")
+if broker_note:
+    print(f"[check-deploy-files] note: broker metrics ({', '.join(sorted(set(broker_note)))}) are checked against a live broker only (--names; the integration test does)", file=sys.stderr)
 
 # ---------------------------------------------------------------------------------------------------------
 for f in failures:

@@ -68,6 +68,11 @@ public static class RunnerServiceRegistration
         services.AddHostedService(sp => sp.GetRequiredService<ShutdownCoordinator>());
         services.AddHostedService<RecoveryService>();
         services.AddHostedService<Saga.Persistence.SagaRetention>();
+        // In a pod of the shipped Deployment only: scale-down prefers the pods with the least work (docs/operations.md).
+        if (PodLocation.FromEnvironment(Environment.GetEnvironmentVariable) is { } pod)
+            services.AddHostedService(sp => new PodDeletionCost(pod, pod.CreateHandler(),
+                () => sp.GetRequiredService<SlotPool>().Busy + sp.GetRequiredService<WorkerSupervisor>().Sessions.Count(s => s.State == WorkerState.Paused),
+                sp.GetRequiredService<TimeProvider>(), sp.GetRequiredService<Microsoft.Extensions.Logging.ILogger<PodDeletionCost>>()));
         services.Configure<MassTransitHostOptions>(o =>
         {
             o.WaitUntilStarted = true;

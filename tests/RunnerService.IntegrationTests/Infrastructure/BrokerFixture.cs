@@ -173,6 +173,36 @@ public sealed class BrokerFixture(IMessageSink diagnostics) : IAsyncLifetime
         return doc.RootElement.EnumerateArray().Select(b => b.GetProperty("source").GetString() ?? "").ToList();
     }
 
+    /// <summary>The names of every queue in a virtual host (management API).</summary>
+    public async Task<IReadOnlyList<string>> QueueNamesAsync(string virtualHost)
+    {
+        using var response = await _management.GetAsync($"api/queues/{Uri.EscapeDataString(virtualHost)}?columns=name");
+        response.EnsureSuccessStatusCode();
+        using var doc = System.Text.Json.JsonDocument.Parse(await response.Content.ReadAsStringAsync());
+        return doc.RootElement.EnumerateArray().Select(q => q.GetProperty("name").GetString()!).ToList();
+    }
+
+    /// <summary>Declares a durable classic queue through the management API.</summary>
+    public async Task DeclareQueueAsync(string virtualHost, string queue)
+    {
+        using var body = new StringContent("{\"durable\":true}", Encoding.UTF8, "application/json");
+        (await _management.PutAsync($"api/queues/{Uri.EscapeDataString(virtualHost)}/{Uri.EscapeDataString(queue)}", body)).EnsureSuccessStatusCode();
+    }
+
+    public async Task PutUserAsync(string user, HttpContent body) =>
+        (await _management.PutAsync($"api/users/{Uri.EscapeDataString(user)}", body)).EnsureSuccessStatusCode();
+
+    public async Task DeleteUserAsync(string user)
+    {
+        try
+        {
+            await _management.DeleteAsync($"api/users/{Uri.EscapeDataString(user)}");
+        }
+        catch (HttpRequestException)
+        {
+        }
+    }
+
     internal async Task DeleteVirtualHostAsync(string name)
     {
         try

@@ -527,22 +527,57 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, ReplySend
         };
         // The completion is the one thing that must get out: ride out a broker restart rather than drop it. A reply
         // address gets its copy beside it; the completion exchange stays the record (the saga reads it there).
-        var publishing = PublishReliablyAsync(publisher, invocation.InvocationId, completed);
+        var publishing = ReliablyAsync(invocation.InvocationId, nameof(InvocationCompleted), async (retry, token) =>
+        {
+            // Later attempts go through the bus: a consume context whose delivery was lost cancels its own publishes.
+            if (!retry || !await AlreadyRecordedAsync(invocation.InvocationId, attempt).ConfigureAwait(false))
+                await (retry ? bus : publisher).Publish(completed, token).ConfigureAwait(false);
+        });
         if (invocation.ReplyTo is { Length: > 0 } replyTo)
-            await Task.WhenAll(publishing, ReplyAsync(invocation.InvocationId, replyTo, completed)).ConfigureAwait(false);
+            await Task.WhenAll(publishing, ReplyAsync(invocation.InvocationId, attempt, replyTo, completed)).ConfigureAwait(false);
         else
             await publishing.ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Before a completion is published again (its first publish failed or was never confirmed: a partition, a broker
+    /// restart): whether the saga has ended the invocation already, which means the first publish did reach the broker
+    /// (or another attempt ended it), or has moved on to a newer attempt (this replica was presumed gone and the
+    /// invocation rerouted). Either way a second completion would only tell subscribers the invocation ended twice. A
+    /// store that cannot be read says no: the completion goes out.
+    /// </summary>
+    async Task<bool> AlreadyRecordedAsync(Guid invocationId, int attempt)
+    {
+        try
+        {
+            if (await sagas.ReadAsync(invocationId, CancellationToken.None).ConfigureAwait(false) is not { } stored)
+                return false;
+            var saga = Saga.Persistence.InvocationSagaRepositoryContextFactory.Deserialize(stored);
+            var final = Saga.InvocationTransitions.FinalStatuses.Contains(saga.CurrentState);
+            if (!final && saga.Attempt <= attempt)
+                return false;
+            InvocationLog.CompletionNotRepeated(logger, invocationId, attempt, saga.CurrentState, saga.Attempt);
+            return true;
+        }
+        catch (Exception)
+        {
+            return false;
+        }
     }
 
     /// <summary>
     /// Sends the completion to the publisher's reply address, with the same patience as the completion itself. It
     /// never fails the invocation: a reply that cannot be sent is logged, and the completion exchange still has it.
     /// </summary>
-    async Task ReplyAsync(Guid invocationId, string replyTo, InvocationCompleted completed)
+    async Task ReplyAsync(Guid invocationId, int attempt, string replyTo, InvocationCompleted completed)
     {
         try
         {
-            await ReliablyAsync(invocationId, "InvocationCompleted reply", (_, token) => replies.SendAsync(replyTo, completed, token)).ConfigureAwait(false);
+            await ReliablyAsync(invocationId, "InvocationCompleted reply", async (retry, token) =>
+            {
+                if (!retry || !await AlreadyRecordedAsync(invocationId, attempt).ConfigureAwait(false))
+                    await replies.SendAsync(replyTo, completed, token).ConfigureAwait(false);
+            }).ConfigureAwait(false);
         }
         catch (Exception ex)
         {

@@ -112,4 +112,8 @@ static partial class InvocationLog
     [LoggerMessage(EventId = 31, EventName = "ClaimUnanswered", Level = LogLevel.Warning,
         Message = "Invocation {InvocationId} attempt {Attempt}: the saga did not answer the ownership claim in time ({Reason}); asking again in {DelayMs} ms")]
     public static partial void ClaimUnanswered(ILogger logger, Guid invocationId, int attempt, string reason, long delayMs);
+
+    [LoggerMessage(EventId = 38, EventName = "CompletionNotRepeated", Level = LogLevel.Warning,
+        Message = "Invocation {InvocationId} attempt {Attempt}: the completion is not published again, the saga has it {State} at attempt {SagaAttempt} already")]
+    public static partial void CompletionNotRepeated(ILogger logger, Guid invocationId, int attempt, string state, int sagaAttempt);
 }

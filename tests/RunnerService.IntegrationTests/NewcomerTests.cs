@@ -1,4 +1,5 @@
 using System.Net;
+using System.Text.Json;
 using System.Text.Json.Nodes;
 using RunnerService.IntegrationTests.Infrastructure;
 using Xunit.Abstractions;
@@ -105,6 +106,27 @@ public sealed class NewcomerTests(BrokerFixture broker, ITestOutputHelper output
         Directory.Move(store + "-away", store);
         await TestBus.PollAsync(async () => await runner.IsReadyAsync() ? "" : null, TimeSpan.FromSeconds(30), "/health/ready to recover");
         Assert.False(runner.HasExited);
+    }
+
+    [Fact]
+    public async Task Status_of_a_short_invocation_shows_the_process_it_ran_in_never_pid_0()
+    {
+        await using var env = await RunnerEnvironment.StartAsync(broker, output, slots: 1);
+        // Shorter than Runner:TrackAfter: the saga hears of it only with its completion.
+        var completed = await env.Bus.Client.RunAsync("echo", Json.Parse("{}")).WaitAsync(TimeSpan.FromSeconds(60));
+        Assert.True(completed.ProcessId > 0);
+        await TestBus.PollAsync(async () => (await env.Bus.Client.GetStatusAsync(completed.InvocationId)).Status == "Succeeded" ? "" : null,
+            TimeSpan.FromSeconds(30), "the saga's record");
+
+        var (exit, stdout, _) = await Cli.RunAsync(env.Bus.Broker, "status", completed.InvocationId.ToString());
+        output.WriteLine(stdout);
+        Assert.Equal(0, exit);
+        Assert.DoesNotContain("pid 0", stdout, StringComparison.Ordinal);
+        Assert.Contains($"owner:       {completed.RunnerInstance} (pid {completed.ProcessId}, attempt 1)", stdout, StringComparison.Ordinal);
+
+        (exit, stdout, _) = await Cli.RunAsync(env.Bus.Broker, "status", completed.InvocationId.ToString(), "--json");
+        Assert.Equal(0, exit);
+        Assert.Equal(completed.ProcessId, JsonDocument.Parse(stdout).RootElement.GetProperty("processId").GetInt32());
     }
 
     static void CopyDirectory(string from, string to)

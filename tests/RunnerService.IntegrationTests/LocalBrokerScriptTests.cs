@@ -5,14 +5,15 @@ using Xunit.Abstractions;
 namespace RunnerService.IntegrationTests;
 
 /// <summary>
-/// deploy/local/rabbitmq.sh as a user runs it: started on ports of one's own, then stopped (and asked for its status)
-/// with nothing but the state folder. Ports of this test alone: AMQP 5912, management 15912, distribution 25912,
-/// epmd 4512, prometheus 16912.
+/// deploy/local/rabbitmq.sh and postgres.sh as a user runs them: started on ports of one's own, then stopped (and
+/// asked for their status) with nothing but the state folder. Ports of these tests alone: AMQP 5912, management 15912,
+/// distribution 25912, epmd 4512, prometheus 16912; PostgreSQL 5913.
 /// </summary>
 [Trait("Category", "Integration")]
 public sealed class LocalBrokerScriptTests(ITestOutputHelper output)
 {
     static readonly string Script = Path.Combine(RepoPaths.Root, "deploy", "local", "rabbitmq.sh");
+    static readonly string PostgresScript = Path.Combine(RepoPaths.Root, "deploy", "local", "postgres.sh");
 
     [Fact]
     public async Task Stop_and_status_given_only_the_state_folder_find_a_broker_started_on_other_ports_and_stop_its_epmd()
@@ -75,6 +76,44 @@ public sealed class LocalBrokerScriptTests(ITestOutputHelper output)
         }
     }
 
+    [Fact]
+    public async Task Postgres_status_and_env_given_only_the_state_folder_name_the_port_and_role_it_was_started_with()
+    {
+        var dir = Directory.CreateTempSubdirectory("runner-pg-script-").FullName;
+        var onlyDir = new Dictionary<string, string> { ["RUNNER_PG_DIR"] = dir };
+        var custom = new Dictionary<string, string>(onlyDir) { ["RUNNER_PG_PORT"] = "5913", ["RUNNER_PG_PASSWORD"] = "not-the-default" };
+        var postmaster = 0;
+        try
+        {
+            var (exit, stdout, stderr) = await RunAsync(PostgresScript, "start", custom);
+            Assert.True(exit == 0, $"start failed ({exit}):\n{stderr}");
+            postmaster = int.Parse(File.ReadLines(Path.Combine(dir, "data", "postmaster.pid")).First(), System.Globalization.CultureInfo.InvariantCulture);
+            const string expected = "Host=127.0.0.1;Port=5913;Database=runner;Username=runner;Password=not-the-default";
+            Assert.Contains(expected, stdout, StringComparison.Ordinal);
+
+            (exit, _, stderr) = await RunAsync(PostgresScript, "status", onlyDir);
+            Assert.True(exit == 0, $"status given only the folder says not running ({exit}):\n{stderr}");
+            (exit, stdout, _) = await RunAsync(PostgresScript, "env", onlyDir);
+            Assert.Equal(0, exit);
+            Assert.Contains(expected, stdout, StringComparison.Ordinal);
+
+            (exit, _, stderr) = await RunAsync(PostgresScript, "stop", onlyDir);
+            Assert.True(exit == 0, $"stop failed ({exit}):\n{stderr}");
+            Assert.False(ProcessSignals.IsAlive(postmaster));
+            (exit, _, _) = await RunAsync(PostgresScript, "status", onlyDir);
+            Assert.Equal(1, exit);
+        }
+        finally
+        {
+            if (postmaster > 0 && ProcessSignals.IsAlive(postmaster))
+            {
+                output.WriteLine($"stopping leftover postmaster {postmaster}");
+                ProcessSignals.Send(postmaster, 3); // SIGQUIT: immediate shutdown, its children with it
+            }
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
     static int ReadPid(string file) => int.Parse(File.ReadAllText(file).Trim(), System.Globalization.CultureInfo.InvariantCulture);
 
     /// <summary>epmd processes listening on <paramref name="port"/> (their environment has ERL_EPMD_PORT=port).</summary>
@@ -104,13 +143,16 @@ public sealed class LocalBrokerScriptTests(ITestOutputHelper output)
         return found;
     }
 
-    static async Task<(int Exit, string Stdout, string Stderr)> RunAsync(string verb, IReadOnlyDictionary<string, string> settings)
+    static Task<(int Exit, string Stdout, string Stderr)> RunAsync(string verb, IReadOnlyDictionary<string, string> settings) =>
+        RunAsync(Script, verb, settings);
+
+    static async Task<(int Exit, string Stdout, string Stderr)> RunAsync(string script, string verb, IReadOnlyDictionary<string, string> settings)
     {
         var start = new ProcessStartInfo("bash") { RedirectStandardOutput = true, RedirectStandardError = true };
-        start.ArgumentList.Add(Script);
+        start.ArgumentList.Add(script);
         start.ArgumentList.Add(verb);
-        // Only what the test gives: no RUNNER_BROKER_* of whoever runs the tests.
-        foreach (var key in start.Environment.Keys.Where(k => k.StartsWith("RUNNER_BROKER_", StringComparison.Ordinal)).ToList())
+        // Only what the test gives: no RUNNER_BROKER_* or RUNNER_PG_* of whoever runs the tests.
+        foreach (var key in start.Environment.Keys.Where(k => k.StartsWith("RUNNER_BROKER_", StringComparison.Ordinal) || k.StartsWith("RUNNER_PG_", StringComparison.Ordinal)).ToList())
             start.Environment.Remove(key);
         foreach (var (key, value) in settings)
             start.Environment[key] = value;

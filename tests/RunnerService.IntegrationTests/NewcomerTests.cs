@@ -129,6 +129,35 @@ public sealed class NewcomerTests(BrokerFixture broker, ITestOutputHelper output
         Assert.Equal(completed.ProcessId, JsonDocument.Parse(stdout).RootElement.GetProperty("processId").GetInt32());
     }
 
+    [Fact]
+    public async Task Submit_count_prints_the_queue_time_and_the_run_time_apart_in_text_and_json()
+    {
+        await using var env = await RunnerEnvironment.StartAsync(broker, output, slots: 2);
+
+        // 6 sleeps of 300 ms on 2 slots: three rounds, so the last ones wait about 600 ms for a slot.
+        var (exit, stdout, stderr) = await Cli.RunAsync(env.Bus.Broker, "submit", "sleep", """{"ms":300}""", "--count", "6", "--json");
+        output.WriteLine(stdout + stderr);
+        Assert.Equal(0, exit);
+        var summary = JsonDocument.Parse(stdout).RootElement;
+        // The fields there were stay as they were.
+        foreach (var field in new[] { "submitted", "completed", "succeeded", "failed", "elapsedSeconds", "perSecond", "latencyP50Ms", "latencyP99Ms" })
+            Assert.True(summary.TryGetProperty(field, out _), field);
+        var runP50 = summary.GetProperty("runP50Ms").GetDouble();
+        var queuedP99 = summary.GetProperty("queuedP99Ms").GetDouble();
+        Assert.InRange(runP50, 300, 3000);
+        Assert.InRange(summary.GetProperty("runP99Ms").GetDouble(), runP50, 5000);
+        Assert.InRange(summary.GetProperty("queuedP50Ms").GetDouble(), 0, queuedP99);
+        Assert.True(queuedP99 >= 400, $"the last round waited for two runs of 300 ms, queued p99 {queuedP99} ms");
+        Assert.True(summary.GetProperty("latencyP99Ms").GetDouble() >= queuedP99);
+
+        (exit, stdout, _) = await Cli.RunAsync(env.Bus.Broker, "submit", "sleep", """{"ms":50}""", "--count", "4");
+        output.WriteLine(stdout);
+        Assert.Equal(0, exit);
+        Assert.Contains("latency p50: ", stdout, StringComparison.Ordinal);
+        Assert.Contains("queued (waiting for a slot)  p50: ", stdout, StringComparison.Ordinal);
+        Assert.Contains("running (worker start to end)     p50: ", stdout, StringComparison.Ordinal);
+    }
+
     static void CopyDirectory(string from, string to)
     {
         Directory.CreateDirectory(to);

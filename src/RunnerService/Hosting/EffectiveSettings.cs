@@ -104,11 +104,30 @@ sealed partial class EffectiveSettingsLog(EffectiveSettings settings, IHostEnvir
         Log.Settings(logger, settings.WorkerCommand, settings.WorkerKind, settings.Slots, settings.Broker, settings.SagaStore, settings.SagaStoreLocation);
         var current = Path.GetFullPath(Directory.GetCurrentDirectory());
         var root = Path.GetFullPath(environment.ContentRootPath);
-        if (!SameFolder(current, root) && File.Exists(Path.Combine(current, "appsettings.json")))
-            Log.AppSettingsNotRead(logger, Path.Combine(current, "appsettings.json"), Path.Combine(root, "appsettings.json"));
+        var ignored = Path.Combine(current, "appsettings.json");
+        var read = Path.Combine(root, "appsettings.json");
+        // `dotnet run` from the project folder: the file there is the one the build copied next to the service.
+        if (!SameFolder(current, root) && File.Exists(ignored) && !SameContent(ignored, read))
+            Log.AppSettingsNotRead(logger, ignored, read);
         else
             Log.ConfigurationFolder(logger, root);
         return Task.CompletedTask;
+    }
+
+    static bool SameContent(string a, string b)
+    {
+        try
+        {
+            return File.Exists(b) && File.ReadAllBytes(a).AsSpan().SequenceEqual(File.ReadAllBytes(b));
+        }
+        catch (IOException)
+        {
+            return false;
+        }
+        catch (UnauthorizedAccessException)
+        {
+            return false;
+        }
     }
 
     public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;

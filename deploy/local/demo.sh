@@ -117,6 +117,8 @@ section "submit fail {\"message\":\"demo failure\"} --wait  (a failure is expect
 dotnet "$DLL" submit fail '{"message":"demo failure"}' --wait || echo "(exit status $? - expected for a failing job)"
 
 section "submit sleep {\"ms\":100} --count 50"
+echo "50 sleeps of 100 ms submitted at once to 2 slots: 25 rounds, so most of each one's latency is"
+echo "queueing for a slot. The summary prints the queue time and the run time apart."
 dotnet "$DLL" submit sleep '{"ms":100}' --count 50
 
 section "Waiting for the workload to drain (up to 60 s)"

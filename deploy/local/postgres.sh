@@ -16,6 +16,10 @@
 #   status  exit 0 if the cluster is running and accepts connections, 1 otherwise
 #   env     print the export line
 #
+# `start` records the port, database, role and password in the state folder (settings.env, mode
+# 600); `status` and `env` read them from there, so they need only RUNNER_PG_DIR (or nothing, with
+# the default folder). `stop` finds the cluster by its data folder alone.
+#
 # Settings (environment, with defaults):
 #   RUNNER_PG_DIR            state folder (data/, socket/, server.log)  /tmp/runnerservice-postgres
 #   RUNNER_PG_PORT           TCP port on 127.0.0.1                      5442
@@ -51,6 +55,7 @@ esac
 DATA="$DIR/data"
 SOCKET_DIR="$DIR/socket"
 SERVER_LOG="$DIR/server.log"
+SETTINGS_FILE="$DIR/settings.env"
 
 log() { printf '[postgres.sh] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -61,6 +66,32 @@ for v in DATABASE DB_USER; do
     [[ ${!v} =~ ^[a-z_][a-z0-9_]{0,62}$ ]] || die "$v must be a plain lower-case identifier, got '${!v}'"
 done
 [[ $DB_PASSWORD != *"'"* && $DB_PASSWORD != *";"* ]] || die "RUNNER_PG_PASSWORD must not contain ' or ;"
+
+# The settings of the last start (read line by line, never sourced): for status and env; with
+# `port-only`, only the port (start, when the cluster already runs).
+load_recorded() {
+    [[ -f $SETTINGS_FILE ]] || return 0
+    local key value
+    while IFS='=' read -r key value; do
+        case "$key" in
+            PORT) [[ $value =~ ^[0-9]+$ ]] && PORT=$value ;;
+        esac
+        [[ ${1:-} == port-only ]] && continue
+        case "$key" in
+            DATABASE) [[ $value =~ ^[a-z_][a-z0-9_]{0,62}$ ]] && DATABASE=$value ;;
+            DB_USER) [[ $value =~ ^[a-z_][a-z0-9_]{0,62}$ ]] && DB_USER=$value ;;
+            DB_PASSWORD) DB_PASSWORD=$value ;;
+        esac
+    done <"$SETTINGS_FILE"
+    return 0
+}
+
+record_settings() {
+    local tmp="$SETTINGS_FILE.tmp"
+    (umask 077 && printf '%s\n' "# Written by deploy/local/postgres.sh start; read by status and env." \
+        "PORT=$PORT" "DATABASE=$DATABASE" "DB_USER=$DB_USER" "DB_PASSWORD=$DB_PASSWORD" >"$tmp")
+    mv -f "$tmp" "$SETTINGS_FILE"
+}
 
 print_env() {
     echo "export RUNNER_TEST_POSTGRES='Host=127.0.0.1;Port=${PORT};Database=${DATABASE};Username=${DB_USER};Password=${DB_PASSWORD}'"
@@ -224,6 +255,8 @@ do_start() {
     local pid t0=$SECONDS
     pid=$(read_pid)
     if is_ours "$pid"; then
+        # The running cluster listens where it was started.
+        load_recorded port-only
         local deadline=$((SECONDS + START_TIMEOUT))
         until accepts; do
             ((SECONDS < deadline)) || die "cluster (postmaster pid $pid) runs but does not accept connections; run '$0 stop' and retry"
@@ -249,6 +282,7 @@ do_start() {
         log "cluster is up (postmaster pid $(read_pid)) after $((SECONDS - t0)) s"
     fi
     ensure_role_and_database
+    record_settings
     print_env
 }
 
@@ -261,6 +295,7 @@ case "$cmd" in
         do_stop
         ;;
     status)
+        load_recorded
         PG_BIN=$(find_bin || true)
         if [[ -n $PG_BIN ]] && is_running; then
             log "running: cluster in $DATA (postmaster pid $(read_pid), 127.0.0.1:$PORT)"
@@ -270,6 +305,7 @@ case "$cmd" in
         exit 1
         ;;
     env)
+        load_recorded
         print_env
         ;;
     *)

@@ -14,6 +14,12 @@
 #   status  exit 0 if the broker is running and answers, 1 otherwise
 #   env     print the `export ...` lines
 #
+# `start` records the ports and the node name in the state folder (settings.env); `stop`, `status`
+# and `env` read them from there, so they need only RUNNER_BROKER_DIR (or nothing, with the default
+# folder), whatever ports the broker was started with. A RUNNER_BROKER_* port or node variable that
+# contradicts the record is ignored by them, with a warning. `start` with other ports while the
+# recorded broker runs keeps the running broker (stop it first).
+#
 # Settings (environment, with defaults):
 #   RUNNER_BROKER_DIR                  state folder              /tmp/runnerservice-broker
 #   RUNNER_BROKER_PORT                 AMQP port                 5682
@@ -40,6 +46,9 @@ DIST_PORT=${RUNNER_BROKER_DIST_PORT:-25682}
 EPMD_PORT=${RUNNER_BROKER_EPMD_PORT:-4382}
 NODE=${RUNNER_BROKER_NODE:-runner-${PORT}@localhost}
 PROM_PORT=${RUNNER_BROKER_PROMETHEUS_PORT:-$((MGMT_PORT + 1000))}
+# The values the environment asks for (start uses them for a new broker).
+ASKED_PORT=$PORT ASKED_MGMT_PORT=$MGMT_PORT ASKED_DIST_PORT=$DIST_PORT ASKED_EPMD_PORT=$EPMD_PORT
+ASKED_NODE=$NODE ASKED_PROM_PORT=$PROM_PORT
 PROM=${RUNNER_BROKER_PROMETHEUS:-1}
 CONSUMER_TIMEOUT_MS=${RUNNER_BROKER_CONSUMER_TIMEOUT_MS:-}
 START_TIMEOUT=${RUNNER_BROKER_START_TIMEOUT:-120}
@@ -53,6 +62,7 @@ esac
 LAUNCHER_PID_FILE="$DIR/launcher.pid"   # the rabbitmq-server shell wrapper we started
 BEAM_PID_FILE="$DIR/rabbitmq.pid"       # written by the broker itself (RABBITMQ_PID_FILE)
 SERVER_OUT="$DIR/server.out"            # foreground stdout/stderr of the broker
+SETTINGS_FILE="$DIR/settings.env"       # ports and node of the last start (KEY=VALUE lines)
 
 log() { printf '[rabbitmq.sh] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -60,6 +70,68 @@ die() { log "ERROR: $*"; exit 1; }
 for v in PORT MGMT_PORT DIST_PORT EPMD_PORT PROM_PORT START_TIMEOUT; do
     [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a number, got '${!v}'"
 done
+
+# Loads the ports and node recorded by the last start into PORT, MGMT_PORT, ...; returns 1 when there
+# is no record. Read line by line, never sourced; a value of the wrong shape is a corrupt record.
+# Warns about RUNNER_BROKER_* variables that contradict the record, unless called with `quiet`.
+load_recorded() {
+    [[ -f $SETTINGS_FILE ]] || return 1
+    local key value
+    while IFS='=' read -r key value; do
+        case "$key" in
+            PORT | MGMT_PORT | DIST_PORT | EPMD_PORT | PROM_PORT)
+                [[ $value =~ ^[0-9]+$ ]] || die "corrupt $SETTINGS_FILE: $key=$value"
+                printf -v "$key" '%s' "$value"
+                ;;
+            NODE)
+                [[ $value =~ ^[A-Za-z0-9_.-]+@[A-Za-z0-9_.-]+$ ]] || die "corrupt $SETTINGS_FILE: $key=$value"
+                NODE=$value
+                ;;
+        esac
+    done <"$SETTINGS_FILE"
+    [[ ${1:-} == quiet ]] && return 0
+    local v asked
+    for v in PORT MGMT_PORT DIST_PORT EPMD_PORT NODE PROM_PORT; do
+        asked="ASKED_$v"
+        if [[ ${!asked} != "${!v}" && -n $(explicit_setting "$v") ]]; then
+            log "WARNING: the broker in $DIR was started with $v=${!v}; ignoring $(explicit_setting "$v")=${!asked}"
+        fi
+    done
+    return 0
+}
+
+# The RUNNER_BROKER_* variable behind a setting, when the caller set it.
+explicit_setting() {
+    local name
+    case "$1" in
+        PORT) name=RUNNER_BROKER_PORT ;;
+        MGMT_PORT) name=RUNNER_BROKER_MGMT_PORT ;;
+        DIST_PORT) name=RUNNER_BROKER_DIST_PORT ;;
+        EPMD_PORT) name=RUNNER_BROKER_EPMD_PORT ;;
+        NODE) name=RUNNER_BROKER_NODE ;;
+        PROM_PORT) name=RUNNER_BROKER_PROMETHEUS_PORT ;;
+    esac
+    if [[ -n ${!name:-} ]]; then echo "$name"; fi
+}
+
+use_asked() {
+    PORT=$ASKED_PORT MGMT_PORT=$ASKED_MGMT_PORT DIST_PORT=$ASKED_DIST_PORT EPMD_PORT=$ASKED_EPMD_PORT
+    NODE=$ASKED_NODE PROM_PORT=$ASKED_PROM_PORT
+}
+
+record_settings() {
+    local tmp="$SETTINGS_FILE.tmp"
+    {
+        echo "# Written by deploy/local/rabbitmq.sh start; read by stop, status and env."
+        echo "PORT=$PORT"
+        echo "MGMT_PORT=$MGMT_PORT"
+        echo "DIST_PORT=$DIST_PORT"
+        echo "EPMD_PORT=$EPMD_PORT"
+        echo "NODE=$NODE"
+        echo "PROM_PORT=$PROM_PORT"
+    } >"$tmp"
+    mv -f "$tmp" "$SETTINGS_FILE"
+}
 if [[ -n $CONSUMER_TIMEOUT_MS && ! $CONSUMER_TIMEOUT_MS =~ ^[0-9]+$ ]]; then
     die "RUNNER_BROKER_CONSUMER_TIMEOUT_MS must be a number of milliseconds, got '$CONSUMER_TIMEOUT_MS'"
 fi
@@ -284,6 +356,8 @@ do_start() {
     t0=$(date +%s)
     lp=$(read_pid "$LAUNCHER_PID_FILE")
     if is_ours "$lp"; then
+        # A broker of this folder runs: it has the recorded ports, whatever this call asked for.
+        if load_recorded; then broker_env; fi
         if broker_answers; then
             log "broker $NODE already running (launcher pid $lp)"
             print_env
@@ -297,9 +371,18 @@ do_start() {
         die "existing broker (launcher pid $lp) does not come up; run '$0 stop' and retry"
     fi
 
-    # Not running: clean up leftovers (orphaned beam, private epmd) before starting.
-    do_stop
+    # Not running: clean up leftovers (orphaned beam, private epmd) of the last start, on its ports,
+    # before starting on the ports asked for now.
+    if load_recorded quiet; then
+        broker_env
+        do_stop
+        use_asked
+        broker_env
+    else
+        do_stop
+    fi
     write_config
+    record_settings
 
     log "starting broker $NODE in $DIR (AMQP $PORT, mgmt $MGMT_PORT, dist $DIST_PORT, epmd $EPMD_PORT)"
     # setsid: own session, so Ctrl-C or a process-group kill of the caller does not hit it;
@@ -324,10 +407,12 @@ case "$cmd" in
         do_start
         ;;
     stop)
+        load_recorded || true
         broker_env
         do_stop
         ;;
     status)
+        load_recorded || true
         broker_env
         if is_running; then
             log "running: $NODE (launcher pid $(read_pid "$LAUNCHER_PID_FILE"), AMQP 127.0.0.1:$PORT, mgmt 127.0.0.1:$MGMT_PORT)"
@@ -337,6 +422,7 @@ case "$cmd" in
         exit 1
         ;;
     env)
+        load_recorded || true
         print_env
         ;;
     *)

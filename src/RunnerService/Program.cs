@@ -9,7 +9,13 @@ using RunnerService.Telemetry;
 if (!CliApp.RunsService(args, out var serviceArgs))
     return await CliApp.RunAsync(args);
 
-var builder = WebApplication.CreateSlimBuilder(serviceArgs);
+// The content root is the service's own folder, so the appsettings.json next to it is read whatever the current folder
+// (docs/operations.md, "Configuration files").
+var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions
+{
+    Args = serviceArgs,
+    ContentRootPath = ServiceContentRoot.Choose(serviceArgs),
+});
 builder.AddRunnerService();
 builder.WebHost.UseUrls(builder.Configuration[$"{RunnerOptions.SectionName}:HttpUrl"] ?? new RunnerOptions().HttpUrl);
 var app = builder.Build();

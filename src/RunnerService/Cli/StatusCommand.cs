@@ -22,7 +22,7 @@ static class StatusCommand
         {
             var report = await host.Services.GetRequiredService<IInvocationClient>().GetStatusAsync(invocationId, cancellationToken).ConfigureAwait(false);
             if (asJson)
-                Console.WriteLine(JsonSerializer.Serialize(report, CliJson.Options));
+                Console.WriteLine(ToJson(report));
             if (!report.Found)
             {
                 // The saga records an invocation when it has run for Runner:TrackAfter, waits, or ends (docs/waiting.md).
@@ -39,6 +39,15 @@ static class StatusCommand
         }
     }
 
+    /// <summary>The report as JSON; <c>processId</c> only when a process is known (never <c>0</c>).</summary>
+    internal static string ToJson(InvocationStatusReport report)
+    {
+        var node = JsonSerializer.SerializeToNode(report, CliJson.Options)!.AsObject();
+        if (report.ProcessId <= 0)
+            node.Remove("processId");
+        return node.ToJsonString(CliJson.Options);
+    }
+
     static void Print(InvocationStatusReport report)
     {
         Console.WriteLine($"invocation:  {report.InvocationId}");
@@ -46,7 +55,8 @@ static class StatusCommand
         Console.WriteLine($"status:      {report.Status}");
         if (report.ParentInvocationId is { } parent)
             Console.WriteLine($"parent:      {parent}");
-        // A short invocation is recorded only when it ends: its process is not known then.
+        // A process is known once the saga heard of it (a track, a wait or the completion); none was started for an
+        // invocation cancelled before it ran.
         var pid = report.ProcessId > 0 ? $"pid {report.ProcessId}, " : "";
         Console.WriteLine($"owner:       {report.OwnerInstance ?? "-"} ({pid}attempt {report.Attempt})");
         Console.WriteLine($"waiting for: {(report.WaitingFor.Count == 0 ? "-" : string.Join(", ", report.WaitingFor))}");

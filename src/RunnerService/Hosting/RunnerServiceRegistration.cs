@@ -11,6 +11,7 @@ using RunnerService.Saga;
 using RunnerService.Saga.Messages;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using RunnerService.Slots;
+using RunnerService.Status;
 using RunnerService.Telemetry;
 
 namespace RunnerService.Hosting;
@@ -26,6 +27,10 @@ public static class RunnerServiceRegistration
             .ValidateDataAnnotations()
             .ValidateOnStart();
         services.AddSingleton<IValidateOptions<RunnerOptions>, RunnerOptionsValidator>();
+        services.AddSingleton(sp => EffectiveSettings.From(sp.GetRequiredService<IOptions<RunnerOptions>>().Value,
+            sp.GetRequiredService<IConfiguration>(), sp.GetRequiredService<IHostEnvironment>().ContentRootPath));
+        // First hosted service: the settings are in the log before anything else starts (or fails).
+        services.AddHostedService<EffectiveSettingsLog>();
         services.AddSingleton(sp => new SlotPool(sp.GetRequiredService<IOptions<RunnerOptions>>().Value.EffectiveSlots));
         services.AddSingleton<WorkerSupervisor>();
         // Registered before MassTransit's hosted service, so it stops after the bus: the bus first stops consuming.
@@ -39,6 +44,7 @@ public static class RunnerServiceRegistration
         services.TryAddSingleton(TimeProvider.System);
         services.AddSingleton<RunnerRegistry>();
         services.AddSingleton<BrokerContact>();
+        services.AddRunnerHealthChecks();
         var instanceId = builder.Configuration.GetSection(RunnerOptions.SectionName).Get<RunnerOptions>()?.EffectiveInstanceId ?? new RunnerOptions().EffectiveInstanceId;
 
         var brokerUri = BrokerConnection.Resolve(builder.Configuration);
@@ -47,6 +53,7 @@ public static class RunnerServiceRegistration
             x.SetKebabCaseEndpointNameFormatter();
             // No call home from production replicas (and no warnings from machines without internet access).
             x.DisableUsageTelemetry();
+            RunnerHealthChecks.ConfigureBusHealthCheck(x);
             x.AddConsumer<RunInvocationConsumer, RunInvocationConsumerDefinition>();
             x.AddConsumer<ResumeInvocationConsumer, ResumeInvocationConsumerDefinition>();
             x.AddSagaStateMachine<InvocationStateMachine, InvocationState, InvocationStateMachineDefinition>().StoreRepository();

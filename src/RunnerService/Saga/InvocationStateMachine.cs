@@ -520,6 +520,10 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
         saga.Attempt = message.Attempt;
         if (!string.IsNullOrEmpty(message.RunnerInstance))
             saga.OwnerInstance = message.RunnerInstance;
+        // A short invocation reaches the saga only with its completion, which names its worker: the status shows it.
+        // A completion without a process (cancelled before it ran, could not spawn) keeps what was known.
+        if (message.ProcessId > 0)
+            saga.ProcessId = message.ProcessId;
         saga.WaitingFor = [];
         saga.Collected = [];
         await NotifyWaitersAsync(context).ConfigureAwait(false);

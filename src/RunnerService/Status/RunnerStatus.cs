@@ -12,6 +12,9 @@ public sealed record RunnerStatus
     public int WorkersAlive { get; init; }
     public int PeakWorkersAlive { get; init; }
     public IReadOnlyList<WorkerStatus> Workers { get; init; } = [];
+
+    /// <summary>What this replica runs with (the start log's <c>Settings:</c> line).</summary>
+    public Hosting.EffectiveSettings? Settings { get; init; }
 }
 
 public sealed record WorkerStatus

@@ -53,12 +53,13 @@ public sealed class RunnerEnvironment : IAsyncDisposable
         return environment;
     }
 
-    public async Task<RunnerProcess> StartRunnerAsync(int slots, IReadOnlyDictionary<string, string>? settings = null, string? instanceId = null, int? openFileLimit = null)
+    public async Task<RunnerProcess> StartRunnerAsync(int? slots, IReadOnlyDictionary<string, string>? settings = null, string? instanceId = null, int? openFileLimit = null,
+        string? serviceDll = null, string? workingDirectory = null)
     {
         var merged = new Dictionary<string, string> { ["ConnectionStrings__Sagas"] = $"Data Source={SagaDatabase}" };
         foreach (var (key, value) in settings ?? new Dictionary<string, string>())
             merged[key] = value;
-        var runner = await RunnerProcess.StartAsync(VirtualHost.AmqpUri, _output, slots, merged, instanceId, openFileLimit);
+        var runner = await RunnerProcess.StartAsync(VirtualHost.AmqpUri, _output, slots, merged, instanceId, openFileLimit, serviceDll, workingDirectory);
         _runners.Add(runner);
         return runner;
     }

@@ -45,8 +45,12 @@ public sealed class RunnerProcess : IAsyncDisposable
     public bool HasExited => _process.HasExited;
     public string Output => string.Join('\n', _output);
 
-    public static async Task<RunnerProcess> StartAsync(Uri broker, ITestOutputHelper? output, int slots,
-        IReadOnlyDictionary<string, string>? settings = null, string? instanceId = null, int? openFileLimit = null)
+    /// <param name="slots">Runner__Slots; null leaves it to the service's configuration files.</param>
+    /// <param name="serviceDll">Another copy of the service (default: this build's, <see cref="RepoPaths.ServiceDll"/>).</param>
+    /// <param name="workingDirectory">The current folder of the service (default: the service's folder).</param>
+    public static async Task<RunnerProcess> StartAsync(Uri broker, ITestOutputHelper? output, int? slots,
+        IReadOnlyDictionary<string, string>? settings = null, string? instanceId = null, int? openFileLimit = null,
+        string? serviceDll = null, string? workingDirectory = null)
     {
         var port = FreePort();
         // With an open-file limit the shell lowers it and execs dotnet in place: the pid stays the service's.
@@ -56,16 +60,17 @@ public sealed class RunnerProcess : IAsyncDisposable
             RedirectStandardError = true,
             RedirectStandardInput = true,
             UseShellExecute = false,
-            WorkingDirectory = RepoPaths.ServiceDirectory,
+            WorkingDirectory = workingDirectory ?? Path.GetDirectoryName(serviceDll) ?? RepoPaths.ServiceDirectory,
         };
         if (openFileLimit is { } limit)
         {
             start.ArgumentList.Add("-c");
             start.ArgumentList.Add($"ulimit -n {limit} && exec dotnet \"$0\"");
         }
-        start.ArgumentList.Add(RepoPaths.ServiceDll);
+        start.ArgumentList.Add(serviceDll ?? RepoPaths.ServiceDll);
         start.Environment["ConnectionStrings__RabbitMq"] = broker.ToString();
-        start.Environment["Runner__Slots"] = slots.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        if (slots is not null)
+            start.Environment["Runner__Slots"] = slots.Value.ToString(System.Globalization.CultureInfo.InvariantCulture);
         start.Environment["Runner__HttpUrl"] = $"http://127.0.0.1:{port}";
         start.Environment["Runner__InstanceId"] = instanceId ?? $"test-{Guid.NewGuid():N}"[..17];
         start.Environment["DOTNET_NOLOGO"] = "1";
@@ -219,6 +224,9 @@ public sealed class RunnerProcess : IAsyncDisposable
 }
 
 public sealed record ServiceStatus(string Instance, int Pid, int SlotsTotal, int SlotsBusy, int PeakSlotsBusy, int WorkersAlive, int PeakWorkersAlive,
-    IReadOnlyList<ServiceWorkerStatus> Workers);
+    IReadOnlyList<ServiceWorkerStatus> Workers, ServiceSettings? Settings = null);
+
+/// <summary>The service's effective settings as <c>/status</c> shows them.</summary>
+public sealed record ServiceSettings(string WorkerCommand, string WorkerKind, int Slots, string Broker, string SagaStore, string SagaStoreLocation, string ContentRoot);
 
 public sealed record ServiceWorkerStatus(int Pid, Guid InvocationId, string TaskName, string State, int Attempt, double AgeSeconds, IReadOnlyList<Guid> WaitingFor);

@@ -12,6 +12,7 @@ namespace RunnerService.Saga.Persistence;
 public sealed class SqliteSagaStore : ISagaStore, IDisposable
 {
     readonly string _connectionString;
+    readonly string _pingConnectionString;
     readonly SemaphoreSlim _gate = new(1, 1);
     readonly string? _file;
 
@@ -26,6 +27,14 @@ public sealed class SqliteSagaStore : ISagaStore, IDisposable
             _file = Path.GetFullPath(builder.DataSource);
         }
         _connectionString = builder.ToString();
+        // The readiness ping opens the file afresh, never a pooled connection: a pooled one still reads a file that
+        // was deleted or moved away (or whose folder was unmounted), and would answer for a store that is gone.
+        _pingConnectionString = new SqliteConnectionStringBuilder(_connectionString)
+        {
+            Pooling = false,
+            Mode = builder.Mode == SqliteOpenMode.ReadWriteCreate ? SqliteOpenMode.ReadWrite : builder.Mode,
+            DefaultTimeout = 5,
+        }.ToString();
     }
 
     public async Task InitializeAsync(CancellationToken cancellationToken)
@@ -86,8 +95,16 @@ public sealed class SqliteSagaStore : ISagaStore, IDisposable
     {
         try
         {
-            await using var connection = await OpenAsync(cancellationToken).ConfigureAwait(false);
-            await ExecuteAsync(connection, "SELECT 1;", cancellationToken).ConfigureAwait(false);
+            if (_file is null)
+            {
+                // In memory: only the pooled connection sees the database.
+                await using var pooled = await OpenAsync(cancellationToken).ConfigureAwait(false);
+                await ExecuteAsync(pooled, "SELECT 1;", cancellationToken).ConfigureAwait(false);
+                return true;
+            }
+            await using var connection = new SqliteConnection(_pingConnectionString);
+            await connection.OpenAsync(cancellationToken).ConfigureAwait(false);
+            await ExecuteAsync(connection, "SELECT count(*) FROM invocation_sagas WHERE 0;", cancellationToken).ConfigureAwait(false);
             return true;
         }
         catch (SqliteException)

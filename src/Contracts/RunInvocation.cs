@@ -28,6 +28,13 @@ public record RunInvocation
     public int? ParentAttempt { get; init; }
 
     /// <summary>
+    /// Set by the runner on a sub-invocation whose parent runs again under the same attempt (its delivery was lost and
+    /// redelivered after the first run ended or was killed): the first run may have started the same children, so
+    /// each is checked with the saga before it runs, as for a parent's later attempt.
+    /// </summary>
+    public bool? ParentRerun { get; init; }
+
+    /// <summary>
     /// Run-time limit; null takes the runner's configured default. On the wire either <c>"hh:mm:ss"</c> or a number of
     /// seconds (see <see cref="TimeoutJsonConverter"/>).
     /// </summary>

@@ -90,6 +90,7 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, ReplySend
         try
         {
             session = await StartWorkerAsync(invocation, attempt).ConfigureAwait(false);
+            session.Rerun = context.ReceiveContext.Redelivered || invocation.ParentRerun == true;
         }
         catch (Exception ex) when (ex is System.ComponentModel.Win32Exception or IOException or InvalidOperationException)
         {
@@ -671,6 +672,7 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, ReplySend
                 Arguments = invoke.Arguments,
                 ParentInvocationId = session.InvocationId,
                 ParentAttempt = session.Attempt,
+                ParentRerun = session.Rerun ? true : null,
                 Timeout = invoke.Timeout,
                 SubmittedAt = DateTimeOffset.UtcNow,
             }).ConfigureAwait(false);

@@ -48,7 +48,7 @@ sealed class OwnershipClaims(
                     Instance = me,
                     InstanceAddress = new Uri($"queue:{options.Value.InstanceQueue}"),
                     TakeOverFrom = takeOverFrom,
-                    AskedAgain = invocation.ParentAttempt > 1 && attempt == 1 && !context.ReceiveContext.Redelivered,
+                    AskedAgain = (invocation.ParentAttempt > 1 || invocation.ParentRerun == true) && attempt == 1 && !context.ReceiveContext.Redelivered,
                     Invocation = invocation,
                 }, context.CancellationToken).ConfigureAwait(false)).Message;
             }

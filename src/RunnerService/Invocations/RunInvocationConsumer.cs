@@ -65,9 +65,9 @@ sealed class RunInvocationConsumer(
                 InvocationLog.AlreadyFinishedHere(logger, invocation.InvocationId, attempt);
                 return;
             }
-            // A redelivery, a retry, a reroute, or a child asked for again by its parent's next attempt may meet another
+            // A redelivery, a retry, a reroute, or a child asked for again by its parent's next attempt or re-run may meet another
             // run of the same invocation (live or finished): the saga decides.
-            if ((context.ReceiveContext.Redelivered || attempt > 1 || invocation.ParentAttempt > 1)
+            if ((context.ReceiveContext.Redelivered || attempt > 1 || invocation.ParentAttempt > 1 || invocation.ParentRerun == true)
                 && !await claims.TryClaimAsync(context, invocation).ConfigureAwait(false))
                 return;
             using var scope = logger.BeginScope(new Dictionary<string, object> { ["InvocationId"] = invocation.InvocationId, ["TaskName"] = invocation.TaskName });

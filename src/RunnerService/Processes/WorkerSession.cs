@@ -57,6 +57,12 @@ sealed class WorkerSession
     public RunInvocation Invocation { get; }
     public Guid InvocationId => Invocation.InvocationId;
     public int Attempt { get; }
+
+    /// <summary>
+    /// This attempt may have run before (a redelivery, or a child of such a run): the sub-invocations it starts are
+    /// checked with the saga before they run (<see cref="RunnerService.Contracts.RunInvocation.ParentRerun"/>).
+    /// </summary>
+    public bool Rerun { get; set; }
     public int Pid => _process.Pid;
     public DateTimeOffset StartedAt { get; }
     public WorkerState State { get; private set; } = WorkerState.Running;

@@ -65,6 +65,24 @@ public class SagaTrackingTests
     }
 
     [Fact]
+    public async Task A_reroute_tells_the_owner_presumed_gone_to_abandon_the_old_attempt_its_paused_worker_would_leak_otherwise()
+    {
+        await using var provider = await StartHarnessAsync();
+        var harness = provider.GetTestHarness();
+        var saga = harness.GetSagaStateMachineHarness<InvocationStateMachine, InvocationState>();
+        var id = NewId.NextGuid();
+
+        await harness.Bus.Publish(Track(id, "replica-a", attempt: 1, pid: 10));
+        Assert.NotNull(await saga.Exists(id, m => m.Running));
+        await harness.Bus.Publish(new RecoverInvocation { InvocationId = id, Owner = "replica-a", Attempt = 1, RecoveredBy = "replica-b" });
+        Assert.NotNull(await saga.Exists(id, m => m.Submitted));
+        var abandon = await harness.Sent.SelectAsync<AbandonAttempt>(m => m.Context.Message.InvocationId == id).FirstOrDefault();
+        Assert.NotNull(abandon);
+        Assert.Equal(1, abandon.Context.Message.Attempt);
+        Assert.Equal("runner-instance-replica-a", abandon.Context.DestinationAddress!.AbsolutePath.Split('/').Last());
+    }
+
+    [Fact]
     public async Task After_a_reroute_the_old_attempts_completion_and_wait_are_stale_and_its_replica_is_told_to_abandon()
     {
         await using var provider = await StartHarnessAsync();

@@ -555,7 +555,10 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, ReplySend
                 return false;
             var saga = Saga.Persistence.InvocationSagaRepositoryContextFactory.Deserialize(stored);
             var final = Saga.InvocationTransitions.FinalStatuses.Contains(saga.CurrentState);
-            if (!final && saga.Attempt <= attempt)
+            // Another replica claimed this attempt (it got the redelivery of the delivery this replica lost, and held
+            // it until this replica would have fenced itself): that replica runs it and completes it.
+            var takenOver = saga.Attempt == attempt && saga.OwnerInstance is { } owner && owner != _options.EffectiveInstanceId;
+            if (!final && saga.Attempt <= attempt && !takenOver)
                 return false;
             InvocationLog.CompletionNotRepeated(logger, invocationId, attempt, saga.CurrentState, saga.Attempt);
             return true;

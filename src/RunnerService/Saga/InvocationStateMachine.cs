@@ -374,6 +374,19 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
             SubmittedAt = DateTimeOffset.UtcNow,
         }).ConfigureAwait(false);
         saga.Recoveries.Add($"{DateTimeOffset.UtcNow:O} attempt {saga.Attempt} of {context.Message.Owner} rerouted by {context.Message.RecoveredBy}");
+        // The owner was presumed gone. If it is not (its heartbeats were late, not missing), it still holds the old
+        // attempt's worker, paused or running, and nothing else would ever tell it: it kills that worker when this
+        // reaches its own queue. A replica that is really gone finds nothing to kill when it comes back.
+        if (saga.OwnerAddress is { } owner)
+        {
+            var endpoint = await context.GetSendEndpoint(owner).ConfigureAwait(false);
+            await endpoint.Send(new AbandonAttempt
+            {
+                InvocationId = saga.CorrelationId,
+                Attempt = saga.Attempt,
+                Reason = $"attempt {saga.Attempt} was rerouted: {context.Message.RecoveredBy} presumed {context.Message.Owner} gone",
+            }).ConfigureAwait(false);
+        }
         // The rerouted attempt is the current one now: a late redelivery of the old attempt must not be granted a
         // claim (it would run next to the new attempt), and only the new attempt's claim or track takes ownership.
         saga.Attempt++;

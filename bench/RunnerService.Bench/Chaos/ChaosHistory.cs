@@ -109,15 +109,17 @@ sealed class ChaosHistory(string runDirectory, ProcWatch watch) : IDisposable
             {
                 if (earlier.ProcessId == m.ProcessId)
                     continue;
-                // The earlier worker still alive now, or seen alive after the later one started: they overlapped.
+                // The worker that started first (by its own start time: a Started event can arrive late, after a
+                // partition) still alive now, or seen alive after the other one started: they overlapped.
+                var (first, second) = earlier.StartedAt <= m.StartedAt ? (earlier, m) : (m, earlier);
                 string? how = null;
-                if (watch.IsAliveSame(earlier.ProcessId, earlier.StartedAt))
-                    how = $"the earlier worker was still alive (state {ProcWatch.State(earlier.ProcessId)}) when the later Started arrived";
-                else if (watch.LastSeenAlive(earlier.ProcessId, earlier.StartedAt) is { } seen && seen > m.StartedAt)
+                if (watch.IsAliveSame(first.ProcessId, first.StartedAt))
+                    how = $"the earlier worker was still alive (state {ProcWatch.State(first.ProcessId)}) when the later Started arrived";
+                else if (watch.LastSeenAlive(first.ProcessId, first.StartedAt) is { } seen && seen > second.StartedAt)
                     how = $"the earlier worker was seen alive at {seen:HH:mm:ss.fff}, after the later start";
                 if (how is not null)
-                    Concurrent.Enqueue(new ConcurrentProcesses(m.InvocationId, m.TaskName, earlier.ProcessId, earlier.Attempt, earlier.RunnerInstance,
-                        m.ProcessId, m.Attempt, m.RunnerInstance, m.StartedAt, how));
+                    Concurrent.Enqueue(new ConcurrentProcesses(m.InvocationId, m.TaskName, first.ProcessId, first.Attempt, first.RunnerInstance,
+                        second.ProcessId, second.Attempt, second.RunnerInstance, second.StartedAt, how));
             }
             list.Add(m);
         }

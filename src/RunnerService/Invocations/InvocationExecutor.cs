@@ -288,8 +288,12 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, ReplySend
             {
                 // The completion goes out while the worker exits; the slot stays taken until the process is gone, so
                 // there are never more live running workers than slots.
+                var ended = time.GetTimestamp();
                 await (startedEvent ?? Task.CompletedTask).ConfigureAwait(false);
-                var publishing = PublishCompletedAsync(publisher, session.Invocation, session.Attempt, session.Pid, session.QueuedFor, session.RunTime, final);
+                // A Started event that took long to get out means the broker was out of reach while the run ended (a
+                // partition, a restart): its delivery may have been redelivered, held and claimed elsewhere meanwhile.
+                var late = time.GetElapsedTime(ended) > LateCompletion;
+                var publishing = PublishCompletedAsync(publisher, session.Invocation, session.Attempt, session.Pid, session.QueuedFor, session.RunTime, final, checkFirst: late);
                 await session.AwaitExitAfterFinalAsync().ConfigureAwait(false);
                 supervisor.Remove(session);
                 lease.Dispose();
@@ -505,7 +509,11 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, ReplySend
         PublishCompletedAsync(bus, invocation, 1, 0, TimeSpan.Zero, TimeSpan.Zero,
             SessionOutcome.Failed(InvocationErrorTypes.InvalidInvocation, reason));
 
-    async Task PublishCompletedAsync(IPublishEndpoint publisher, RunInvocation invocation, int attempt, int pid, TimeSpan queuedFor, TimeSpan runFor, SessionOutcome.Final final)
+    static readonly TimeSpan LateCompletion = TimeSpan.FromSeconds(1);
+
+    /// <param name="checkFirst">Read the saga store before the first publish too (<see cref="AlreadyRecordedAsync"/>), not only before a retry.</param>
+    async Task PublishCompletedAsync(IPublishEndpoint publisher, RunInvocation invocation, int attempt, int pid, TimeSpan queuedFor, TimeSpan runFor,
+        SessionOutcome.Final final, bool checkFirst = false)
     {
         InvocationLog.Completed(logger, invocation.InvocationId, invocation.TaskName, final.Status, (long)runFor.TotalMilliseconds,
             final.Error is null ? "" : $": {final.Error}");
@@ -531,11 +539,11 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, ReplySend
         var publishing = ReliablyAsync(invocation.InvocationId, nameof(InvocationCompleted), async (retry, token) =>
         {
             // Later attempts go through the bus: a consume context whose delivery was lost cancels its own publishes.
-            if (!retry || !await AlreadyRecordedAsync(invocation.InvocationId, attempt).ConfigureAwait(false))
+            if (!(retry || checkFirst) || !await AlreadyRecordedAsync(invocation.InvocationId, attempt).ConfigureAwait(false))
                 await (retry ? bus : publisher).Publish(completed, token).ConfigureAwait(false);
         });
         if (invocation.ReplyTo is { Length: > 0 } replyTo)
-            await Task.WhenAll(publishing, ReplyAsync(invocation.InvocationId, attempt, replyTo, completed)).ConfigureAwait(false);
+            await Task.WhenAll(publishing, ReplyAsync(invocation.InvocationId, attempt, replyTo, completed, checkFirst)).ConfigureAwait(false);
         else
             await publishing.ConfigureAwait(false);
     }
@@ -573,13 +581,13 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, ReplySend
     /// Sends the completion to the publisher's reply address, with the same patience as the completion itself. It
     /// never fails the invocation: a reply that cannot be sent is logged, and the completion exchange still has it.
     /// </summary>
-    async Task ReplyAsync(Guid invocationId, int attempt, string replyTo, InvocationCompleted completed)
+    async Task ReplyAsync(Guid invocationId, int attempt, string replyTo, InvocationCompleted completed, bool checkFirst)
     {
         try
         {
             await ReliablyAsync(invocationId, "InvocationCompleted reply", async (retry, token) =>
             {
-                if (!retry || !await AlreadyRecordedAsync(invocationId, attempt).ConfigureAwait(false))
+                if (!(retry || checkFirst) || !await AlreadyRecordedAsync(invocationId, attempt).ConfigureAwait(false))
                     await replies.SendAsync(replyTo, completed, token).ConfigureAwait(false);
             }).ConfigureAwait(false);
         }

@@ -91,6 +91,7 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, ReplySend
         {
             session = await StartWorkerAsync(invocation, attempt).ConfigureAwait(false);
             session.Rerun = context.ReceiveContext.Redelivered || invocation.ParentRerun == true;
+            session.Claimed = OwnershipClaims.Needed(context, invocation);
         }
         catch (Exception ex) when (ex is System.ComponentModel.Win32Exception or IOException or InvalidOperationException)
         {
@@ -292,7 +293,9 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, ReplySend
                 await (startedEvent ?? Task.CompletedTask).ConfigureAwait(false);
                 // A Started event that took long to get out means the broker was out of reach while the run ended (a
                 // partition, a restart): its delivery may have been redelivered, held and claimed elsewhere meanwhile.
-                var late = time.GetElapsedTime(ended) > LateCompletion;
+                // So may a run admitted by a saga claim: its replica may have been presumed gone, the attempt rerouted and
+                // the AbandonAttempt missed (it came before the worker started).
+                var late = time.GetElapsedTime(ended) > LateCompletion || session.Claimed;
                 var publishing = PublishCompletedAsync(publisher, session.Invocation, session.Attempt, session.Pid, session.QueuedFor, session.RunTime, final, checkFirst: late);
                 await session.AwaitExitAfterFinalAsync().ConfigureAwait(false);
                 supervisor.Remove(session);
@@ -555,7 +558,11 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, ReplySend
     /// invocation rerouted). Either way a second completion would only tell subscribers the invocation ended twice. A
     /// store that cannot be read says no: the completion goes out.
     /// </summary>
-    async Task<bool> AlreadyRecordedAsync(Guid invocationId, int attempt)
+    /// <param name="finalIsEnough">
+    /// True for the completion event (a final saga means the completion exchange had it). False for the reply copy,
+    /// which has its own queue: it is dropped only when another attempt or replica owns the outcome.
+    /// </param>
+    async Task<bool> AlreadyRecordedAsync(Guid invocationId, int attempt, bool finalIsEnough = true)
     {
         try
         {
@@ -566,7 +573,7 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, ReplySend
             // Another replica claimed this attempt (it got the redelivery of the delivery this replica lost, and held
             // it until this replica would have fenced itself): that replica runs it and completes it.
             var takenOver = saga.Attempt == attempt && saga.OwnerInstance is { } owner && owner != _options.EffectiveInstanceId;
-            if (!final && saga.Attempt <= attempt && !takenOver)
+            if (!(final && finalIsEnough) && saga.Attempt <= attempt && !takenOver)
                 return false;
             InvocationLog.CompletionNotRepeated(logger, invocationId, attempt, saga.CurrentState, saga.Attempt);
             return true;
@@ -587,7 +594,7 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, ReplySend
         {
             await ReliablyAsync(invocationId, "InvocationCompleted reply", async (retry, token) =>
             {
-                if (!(retry || checkFirst) || !await AlreadyRecordedAsync(invocationId, attempt).ConfigureAwait(false))
+                if (!(retry || checkFirst) || !await AlreadyRecordedAsync(invocationId, attempt, finalIsEnough: false).ConfigureAwait(false))
                     await replies.SendAsync(replyTo, completed, token).ConfigureAwait(false);
             }).ConfigureAwait(false);
         }

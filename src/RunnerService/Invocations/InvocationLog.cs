@@ -116,4 +116,8 @@ static partial class InvocationLog
     [LoggerMessage(EventId = 38, EventName = "CompletionNotRepeated", Level = LogLevel.Warning,
         Message = "Invocation {InvocationId} attempt {Attempt}: the completion is not published again, the saga has it {State} at attempt {SagaAttempt} already")]
     public static partial void CompletionNotRepeated(ILogger logger, Guid invocationId, int attempt, string state, int sagaAttempt);
+
+    [LoggerMessage(EventId = 39, EventName = "HandedBackDuringShutdown", Level = LogLevel.Debug,
+        Message = "Invocation {InvocationId} arrived while stopping; published again for another replica and this delivery acknowledged")]
+    public static partial void HandedBack(ILogger logger, Guid invocationId);
 }

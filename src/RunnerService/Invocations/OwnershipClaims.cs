@@ -24,6 +24,14 @@ sealed class OwnershipClaims(
     static readonly TimeSpan MaxClaimPause = TimeSpan.FromSeconds(30);
 
     /// <summary>
+    /// Whether a delivery must claim through the saga before it runs: a redelivery, a retry, a reroute, or a child
+    /// asked for again by its parent's later attempt or re-run may meet another run of the same invocation (live or
+    /// finished). First deliveries skip it: they cannot, and they are the hot path.
+    /// </summary>
+    public static bool Needed(ConsumeContext context, RunInvocation invocation) =>
+        context.ReceiveContext.Redelivered || invocation.Attempt > 1 || invocation.ParentAttempt > 1 || invocation.ParentRerun == true;
+
+    /// <summary>
     /// True when this replica may run the attempt. While another replica that still heartbeats owns it, waits (up to
     /// the stale limit) in case it is gone; takes over from an owner that stopped heartbeating.
     /// </summary>
@@ -31,6 +39,7 @@ sealed class OwnershipClaims(
     {
         var me = options.Value.EffectiveInstanceId;
         var attempt = Math.Max(1, invocation.Attempt);
+        var askedAgainClaim = (invocation.ParentAttempt > 1 || invocation.ParentRerun == true) && attempt == 1 && !context.ReceiveContext.Redelivered;
         if (context.ReceiveContext.Redelivered)
             await HoldWhileUnownedAsync(invocation.InvocationId, attempt, context.CancellationToken).ConfigureAwait(false);
         var deadline = time.GetUtcNow() + options.Value.StaleAfter + options.Value.HeartbeatInterval * 2;
@@ -48,7 +57,7 @@ sealed class OwnershipClaims(
                     Instance = me,
                     InstanceAddress = new Uri($"queue:{options.Value.InstanceQueue}"),
                     TakeOverFrom = takeOverFrom,
-                    AskedAgain = (invocation.ParentAttempt > 1 || invocation.ParentRerun == true) && attempt == 1 && !context.ReceiveContext.Redelivered,
+                    AskedAgain = askedAgainClaim,
                     Invocation = invocation,
                 }, context.CancellationToken).ConfigureAwait(false)).Message;
             }
@@ -70,6 +79,13 @@ sealed class OwnershipClaims(
             {
                 ClaimLog.Refused(logger, invocation.InvocationId, attempt, reply.Status, reply.Owner ?? "-", reply.Attempt);
                 return false; // finished, superseded, or owned by someone alive: this delivery is not needed
+            }
+            if (askedAgainClaim && ownerAlive)
+            {
+                // A child asked for again whose own run is held by a live replica: left to it, at once (waiting for
+                // that owner to go stale would hold a consumer slot per child for the stale limit).
+                ClaimLog.Refused(logger, invocation.InvocationId, attempt, reply.Status, reply.Owner ?? "-", reply.Attempt);
+                return false;
             }
             if (!ownerAlive)
             {

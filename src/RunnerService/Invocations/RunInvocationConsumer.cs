@@ -20,6 +20,7 @@ sealed class RunInvocationConsumer(
     ShutdownCoordinator shutdown,
     OwnershipClaims claims,
     Recovery.BrokerContact contact,
+    IBus bus,
     IOptions<RunnerOptions> options,
     ILogger<RunInvocationConsumer> logger) : IConsumer<RunInvocation>
 {
@@ -35,7 +36,12 @@ sealed class RunInvocationConsumer(
 
         if (shutdown.IsStopping)
         {
-            // Stop taking work: hold the delivery until the bus stops, which returns it to the queue unacknowledged.
+            // Stop taking work. A first delivery that never ran goes back as a first delivery: published again and this
+            // one acknowledged, so the replica that takes it does not hold it as a redelivery that might still run
+            // somewhere (OwnershipClaims). A redelivery, or a copy that cannot be published, is held until the bus
+            // stops, which returns it to the queue unacknowledged.
+            if (!context.ReceiveContext.Redelivered && await HandBackAsync(invocation).ConfigureAwait(false))
+                return;
             InvocationLog.ParkedDuringShutdown(logger, invocation.InvocationId);
             await Task.Delay(Timeout.Infinite, context.CancellationToken).ConfigureAwait(false);
         }
@@ -67,8 +73,7 @@ sealed class RunInvocationConsumer(
             }
             // A redelivery, a retry, a reroute, or a child asked for again by its parent's next attempt or re-run may meet another
             // run of the same invocation (live or finished): the saga decides.
-            if ((context.ReceiveContext.Redelivered || attempt > 1 || invocation.ParentAttempt > 1 || invocation.ParentRerun == true)
-                && !await claims.TryClaimAsync(context, invocation).ConfigureAwait(false))
+            if (OwnershipClaims.Needed(context, invocation) && !await claims.TryClaimAsync(context, invocation).ConfigureAwait(false))
                 return;
             using var scope = logger.BeginScope(new Dictionary<string, object> { ["InvocationId"] = invocation.InvocationId, ["TaskName"] = invocation.TaskName });
             var queuedSince = invocation.SubmittedAt?.UtcDateTime ?? context.SentTime ?? DateTime.UtcNow;
@@ -87,7 +92,22 @@ sealed class RunInvocationConsumer(
         finally
         {
             if (claimed)
-                supervisor.ReleaseClaim(invocation.InvocationId);
+                supervisor.ReleaseClaim(invocation.InvocationId, Math.Max(1, invocation.Attempt));
+        }
+    }
+
+    async Task<bool> HandBackAsync(RunInvocation invocation)
+    {
+        try
+        {
+            using var limit = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+            await bus.Publish(invocation, limit.Token).WaitAsync(TimeSpan.FromSeconds(6)).ConfigureAwait(false);
+            InvocationLog.HandedBack(logger, invocation.InvocationId);
+            return true;
+        }
+        catch (Exception)
+        {
+            return false;
         }
     }
 
@@ -139,7 +159,7 @@ sealed class RunInvocationConsumer(
         finally
         {
             lease.Dispose();
-            supervisor.ReleaseClaim(invocation.InvocationId);
+            supervisor.ReleaseClaim(invocation.InvocationId, Math.Max(1, invocation.Attempt));
         }
     }
 }

@@ -63,6 +63,9 @@ sealed class WorkerSession
     /// checked with the saga before they run (<see cref="RunnerService.Contracts.RunInvocation.ParentRerun"/>).
     /// </summary>
     public bool Rerun { get; set; }
+
+    /// <summary>Admitted by a saga claim (<see cref="RunnerService.Invocations.OwnershipClaims.Needed"/>): its completion is checked against the saga before it goes out.</summary>
+    public bool Claimed { get; set; }
     public int Pid => _process.Pid;
     public DateTimeOffset StartedAt { get; }
     public WorkerState State { get; private set; } = WorkerState.Running;

@@ -44,11 +44,14 @@ sealed class WorkerSupervisor(IOptions<RunnerOptions> options, TimeProvider time
 
     public bool IsClaimed(Guid invocationId) => _claims.ContainsKey(invocationId);
 
-    /// <summary>Gives up a claim whose delivery ended without leaving a live worker behind.</summary>
-    public void ReleaseClaim(Guid invocationId)
+    /// <summary>
+    /// Gives up the claim of <paramref name="attempt"/> whose delivery ended without leaving a live worker behind; a
+    /// newer attempt's claim taken meanwhile stays.
+    /// </summary>
+    public void ReleaseClaim(Guid invocationId, int attempt)
     {
         if (!_sessions.ContainsKey(invocationId))
-            _claims.TryRemove(invocationId, out _);
+            _claims.TryRemove(new KeyValuePair<Guid, int>(invocationId, attempt));
     }
 
     /// <summary>Waits (holding no slot) until a new worker fits in the descriptor room; see <see cref="WorkerPool.WaitForRoomAsync"/>.</summary>
@@ -116,7 +119,7 @@ sealed class WorkerSupervisor(IOptions<RunnerOptions> options, TimeProvider time
         {
             if (finished)
                 RememberFinished(session.InvocationId, session.Attempt);
-            _claims.TryRemove(session.InvocationId, out _);
+            _claims.TryRemove(new KeyValuePair<Guid, int>(session.InvocationId, session.Attempt));
             _pool.Return(session.Process, session.WorkerIdleAfterFinal);
         }
     }

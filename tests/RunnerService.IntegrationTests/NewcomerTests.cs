@@ -144,7 +144,7 @@ public sealed class NewcomerTests(BrokerFixture broker, ITestOutputHelper output
             Assert.True(summary.TryGetProperty(field, out _), field);
         var runP50 = summary.GetProperty("runP50Ms").GetDouble();
         var queuedP99 = summary.GetProperty("queuedP99Ms").GetDouble();
-        Assert.InRange(runP50, 300, 3000);
+        Assert.InRange(runP50, 250, 3000); // a 300 ms sleep, timed from the worker's start to its end on other clocks: a few ms either way
         Assert.InRange(summary.GetProperty("runP99Ms").GetDouble(), runP50, 5000);
         Assert.InRange(summary.GetProperty("queuedP50Ms").GetDouble(), 0, queuedP99);
         Assert.True(queuedP99 >= 400, $"the last round waited for two runs of 300 ms, queued p99 {queuedP99} ms");

@@ -99,8 +99,8 @@ sealed class OwnershipClaims(
     /// <summary>
     /// A redelivery of a run the saga has no owner for (never tracked: younger than <c>TrackAfter</c> and not waiting)
     /// may still be running on the replica whose delivery was lost: a partition, a broker restart. Nothing records that
-    /// replica, so the claim would be granted at once and both would run. Instead the delivery is held, without a slot,
-    /// for as long as peers wait before they presume a silent replica gone (<c>StaleAfter</c> plus one heartbeat
+    /// replica, so the claim would be granted at once and both would run. Instead the delivery is held (no worker slot,
+    /// but one of the consumer's concurrent deliveries) for as long as peers wait before they presume a silent replica gone (<c>StaleAfter</c> plus one heartbeat
     /// interval). Cut off, that replica fences itself (kills the run) after three quarters of <c>StaleAfter</c>; in
     /// contact, it tracks the run or completes it, and the hold ends as soon as the saga shows an owner or an end.
     /// </summary>

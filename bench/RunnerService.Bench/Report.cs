@@ -129,7 +129,7 @@ sealed class Report(BenchOptions options)
                 ["loadavg_before"] = _loadBefore,
                 ["loadavg_after"] = ProcStats.LoadAverage(),
             },
-            ["git"] = Git("rev-parse HEAD") + (string.IsNullOrWhiteSpace(Git("status --porcelain --untracked-files=no")) ? "" : " (with uncommitted changes)"),
+            ["git"] = Git("rev-parse HEAD") + (string.IsNullOrWhiteSpace(Git("status --porcelain --untracked-files=no -- . :!bench/results")) ? "" : " (with uncommitted changes)"),
             ["options"] = JsonSerializer.SerializeToNode(new Dictionary<string, object>
             {
                 ["runs"] = options.Runs, ["slots"] = options.Slots, ["throughput_n"] = options.ThroughputN, ["baseline_n"] = options.BaselineThroughputN,

@@ -41,7 +41,28 @@ sealed class BenchOptions
     public int PeakRuns { get; set; } = 5;
     public int PeakSlots { get; set; } = 2;
 
-    /// <summary>Scenarios to run (a..g, baseline, jit); empty = all.</summary>
+    /// <summary>Celery in the same run (issue 14, item 3): off unless --with-celery (bench/run.sh then installs it and starts redis).</summary>
+    public bool WithCelery { get; set; }
+
+    /// <summary>Celery tasks per throughput run: defaults and acks_late (null = ThroughputN), and the fresh-process configuration.</summary>
+    public int? CeleryN { get; set; }
+    public int? CeleryFreshN { get; set; }
+    public int CeleryWarmup { get; set; } = 300;
+
+    /// <summary>Warm-up of the max-tasks-per-child=1 worker: a process is used once, so this only warms its parent and the client.</summary>
+    public int CeleryFreshWarmup { get; set; } = 50;
+
+    /// <summary>One-at-a-time publish→result samples per run for Celery acks_late (0 = skip).</summary>
+    public int CeleryLatencyN { get; set; } = 200;
+
+    public string CeleryPython { get; set; } = "/usr/bin/python3";
+    public string CeleryBackend { get; set; } = Environment.GetEnvironmentVariable("BENCH_CELERY_BACKEND") ?? "redis://127.0.0.1:6399/0";
+    public string CeleryDirectory { get; set; } = Environment.GetEnvironmentVariable("BENCH_CELERY_DIR") ?? "/tmp/bench-celery";
+
+    public int CeleryThroughputN => CeleryN ?? ThroughputN;
+    public int CeleryFreshThroughputN => CeleryFreshN ?? ThroughputN;
+
+    /// <summary>Scenarios to run (a..g, baseline, jit, celery); empty = all (celery only with --with-celery).</summary>
     public HashSet<string> Only { get; } = new(StringComparer.OrdinalIgnoreCase);
 
     public string RepoRoot { get; set; } = FindRepoRoot();
@@ -70,7 +91,8 @@ sealed class BenchOptions
     public string SpawnFloorToolPath => SpawnFloorTool ?? Path.Combine(RepoRoot, "artifacts", "bench", "spawnfloor");
     public string OutputPath => Output ?? Path.Combine(RepoRoot, "bench", "results", "latest.json");
 
-    public bool Wants(string scenario) => Only.Count == 0 || Only.Contains(scenario);
+    public bool Wants(string scenario) =>
+        (scenario != "celery" || WithCelery) && (Only.Count == 0 || Only.Contains(scenario));
 
     public static BenchOptions Parse(string[] args)
     {
@@ -101,10 +123,24 @@ sealed class BenchOptions
                 case "--peak-slots": o.PeakSlots = NextInt(); break;
                 case "--only":
                     foreach (var s in Next().Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
-                        o.Only.Add(s);
+                    {
+                        // "ratios": Celery plus exactly our figures its ratios need (a, a.reuse, and the floor from e).
+                        if (s.Equals("ratios", StringComparison.OrdinalIgnoreCase))
+                            o.Only.UnionWith(["a", "reuse", "e", "celery"]);
+                        else
+                            o.Only.Add(s);
+                    }
                     break;
+                case "--with-celery": o.WithCelery = true; break;
+                case "--celery-n": o.CeleryN = NextInt(); break;
+                case "--celery-fresh-n": o.CeleryFreshN = NextInt(); break;
+                case "--celery-warmup": o.CeleryWarmup = NextInt(); break;
+                case "--celery-fresh-warmup": o.CeleryFreshWarmup = NextInt(); break;
+                case "--celery-latency-n": o.CeleryLatencyN = NextInt(); break;
+                case "--celery-python": o.CeleryPython = Next(); break;
+                case "--celery-backend": o.CeleryBackend = Next(); break;
                 case "--skip-g":
-                    foreach (var s in new[] { "a", "b", "c", "d", "e", "f", "baseline", "jit" })
+                    foreach (var s in new[] { "a", "reuse", "b", "bwarm", "c", "d", "e", "f", "baseline", "jit", "celery" })
                         o.Only.Add(s);
                     break;
                 case "--quick":
@@ -112,6 +148,7 @@ sealed class BenchOptions
                     o.Runs = 2; o.ThroughputN = 200; o.BaselineThroughputN = 30; o.JitWorkerThroughputN = 30; o.LatencyN = 30;
                     o.BaselineLatencyN = 10; o.ResumeN = 10; o.SpawnN = 50; o.JitSpawnN = 5; o.MemoryN = 3;
                     o.Queued = 1000; o.Paused = 100; o.PeakRuns = 1;
+                    o.CeleryN = 200; o.CeleryFreshN = 20; o.CeleryWarmup = 40; o.CeleryFreshWarmup = 4; o.CeleryLatencyN = 20;
                     break;
                 case "--repo": o.RepoRoot = Next(); break;
                 case "--aot-worker": o.AotWorker = Next(); break;
@@ -155,7 +192,17 @@ sealed class BenchOptions
           --memory-n N          (f) workers measured per run (default 5)
           --queued N --paused N (g) sizes (default 10000 / 1000); --peak-runs R (default 5), --peak-slots S (default 2)
           --slots S             slots of the service and the baseline (default 2)
-          --only a,b,...        scenarios: a reuse b bwarm c d e f g baseline jit (default: all); --skip-g = all but g
+          --only a,b,...        scenarios: a reuse b bwarm c d e f g baseline jit celery (default: all); --skip-g = all but g;
+                                ratios = a,reuse,e,celery (Celery and the figures its ratios need)
+          --with-celery         also run Celery (bench/celery/) on the bench's broker, result backend redis: defaults,
+                                acks_late + prefetch 1, and that with --max-tasks-per-child=1; prints the ratios first.
+                                bench/run.sh installs python3-celery and redis-server and starts redis on 6399.
+          --celery-n N          tasks per Celery throughput run (default: --n); --celery-fresh-n N for
+                                max-tasks-per-child=1 (default: --n; ~4-9 tasks/s on 2 cores, so 2,000 take minutes)
+          --celery-warmup N     warm-up tasks (default 300; --celery-fresh-warmup, 50); --celery-latency-n N one-at-a-time
+                                samples per run for acks_late (default 200, 0 = skip)
+          --celery-backend URL  result backend (default $BENCH_CELERY_BACKEND or redis://127.0.0.1:6399/0; rpc:// works)
+          --celery-python PATH  the Python with Debian's celery (default /usr/bin/python3)
           --quick               smoke sizes (2 runs, small N) — not for published numbers
           --out FILE            JSON output (default bench/results/latest.json)
           --perf-record FILE    perf record -a -g over the first measured (a) run (service with perf map); FILE.reuse: the same for a.reuse

@@ -43,6 +43,7 @@ var steps = new (string Id, Func<Task> Run)[]
     ("baseline", scenarios.BaselineAsync),
     ("a", scenarios.ThroughputAsync),
     ("reuse", scenarios.ThroughputReuseAsync),
+    ("celery", new CeleryScenario(options, admin, report).RunAsync),
     ("jit", scenarios.ThroughputJitWorkerAsync),
     ("b", scenarios.LatencyAsync),
     ("bwarm", scenarios.LatencyWarmAsync),

@@ -30,11 +30,54 @@ sealed class Report(BenchOptions options)
 
     string? Ratio(Figure f) => Find(f.BaselineId) is { } b && b.Median != 0 && f.Runs.Count > 0 ? $"×{F(f.Median / b.Median)} of {b.Id}" : null;
 
+    /// <summary>Issue 14's ratios (items 3-4): ours over a peer or a floor measured in the same run.</summary>
+    static readonly RatioSpec[] RatioSpecs =
+    [
+        new("fresh/celery.fresh", "(a) fresh process each ÷ Celery acks_late + max-tasks-per-child=1", "a", "celery.fresh", "≥ 30", r => r >= 30),
+        new("reuse/celery.acks_late", "a.reuse ÷ Celery acks_late + prefetch 1", "a.reuse", "celery.acks_late", "≥ 1.5", r => r >= 1.5),
+        new("reuse/celery.defaults", "a.reuse ÷ Celery defaults", "a.reuse", "celery.defaults", "≥ 1.0", r => r >= 1.0),
+        new("fresh/floor.c", "(a) fresh process each ÷ AOT worker start floor, 2 parallel (C parent)", "a", "floor.c", "≥ 0.75", r => r >= 0.75),
+        new("fresh/floor", "(a) fresh process each ÷ AOT worker start floor, 2 parallel (.NET parent)", "a", "floor", null, null),
+        new("b.p50/celery.acks_late.p50", "(b) p50, fresh process ÷ Celery acks_late one-at-a-time p50 (lower is better)", "b.p50", "celery.acks_late.p50", null, null),
+    ];
+
+    sealed record RatioSpec(string Id, string Name, string Numerator, string Denominator, string? Target, Func<double, bool>? Meets);
+
+    sealed record RatioValue(RatioSpec Spec, Figure Numerator, Figure Denominator)
+    {
+        public double Median => Numerator.Median / Denominator.Median;
+
+        /// <summary>The least and the most favourable pairing of the runs' extremes (the runs are not paired).</summary>
+        public double Low => Numerator.Min / Denominator.Max;
+        public double High => Numerator.Max / Denominator.Min;
+        public bool? Met => Spec.Meets?.Invoke(Median);
+    }
+
+    IEnumerable<RatioValue> Ratios() =>
+        RatioSpecs.Select(s => (s, n: Find(s.Numerator), d: Find(s.Denominator)))
+            .Where(x => x.n is not null && x.d is not null && x.d.Median != 0)
+            .Select(x => new RatioValue(x.s, x.n!, x.d!));
+
     public string Table()
     {
         var sb = new StringBuilder();
         sb.AppendLine($"Machine: {Environment.ProcessorCount} cores, {ProcStats.CpuModel()}; loadavg before {_loadBefore}, after {ProcStats.LoadAverage()}");
         sb.AppendLine();
+        var ratios = Ratios().ToList();
+        if (ratios.Count > 0)
+        {
+            sb.AppendLine("Ratios (issue 14; ratio of the medians, range = worst–best pairing of the runs' min/max):");
+            sb.AppendLine();
+            sb.AppendLine("| ratio | what | value | range | ours | peer / floor | target | met |");
+            sb.AppendLine("|---|---|---|---|---|---|---|---|");
+            foreach (var r in ratios)
+            {
+                var met = r.Met switch { true => "yes", false => "**no**", null => "" };
+                sb.AppendLine(CultureInfo.InvariantCulture,
+                    $"| {r.Spec.Id} | {r.Spec.Name} | **{F(r.Median)}** | {F(r.Low)}–{F(r.High)} | {F(r.Numerator.Median)} {r.Numerator.Unit} | {F(r.Denominator.Median)} {r.Denominator.Unit} | {r.Spec.Target} | {met} |");
+            }
+            sb.AppendLine();
+        }
         sb.AppendLine("| id | figure | median | min–max | unit | runs | target | met | vs naive baseline |");
         sb.AppendLine("|---|---|---|---|---|---|---|---|---|");
         foreach (var f in _figures)
@@ -86,7 +129,7 @@ sealed class Report(BenchOptions options)
                 ["loadavg_before"] = _loadBefore,
                 ["loadavg_after"] = ProcStats.LoadAverage(),
             },
-            ["git"] = Git("rev-parse HEAD") + (string.IsNullOrWhiteSpace(Git("status --porcelain --untracked-files=no")) ? "" : " (with uncommitted changes)"),
+            ["git"] = Git("rev-parse HEAD") + (string.IsNullOrWhiteSpace(Git("status --porcelain --untracked-files=no -- . :!bench/results")) ? "" : " (with uncommitted changes)"),
             ["options"] = JsonSerializer.SerializeToNode(new Dictionary<string, object>
             {
                 ["runs"] = options.Runs, ["slots"] = options.Slots, ["throughput_n"] = options.ThroughputN, ["baseline_n"] = options.BaselineThroughputN,
@@ -94,8 +137,23 @@ sealed class Report(BenchOptions options)
                 ["resume_n"] = options.ResumeN, ["cpu_n"] = options.CpuN, ["cpu_ms"] = options.CpuMs, ["spawn_n"] = options.SpawnN,
                 ["jit_spawn_n"] = options.JitSpawnN, ["memory_n"] = options.MemoryN, ["queued"] = options.Queued, ["paused"] = options.Paused,
                 ["peak_runs"] = options.PeakRuns, ["peak_slots"] = options.PeakSlots,
+                ["with_celery"] = options.WithCelery, ["celery_n"] = options.CeleryThroughputN, ["celery_fresh_n"] = options.CeleryFreshThroughputN,
+                ["celery_warmup"] = options.CeleryWarmup, ["celery_fresh_warmup"] = options.CeleryFreshWarmup, ["celery_latency_n"] = options.CeleryLatencyN,
+                ["celery_backend"] = options.CeleryBackend,
                 ["aot_worker"] = options.AotWorkerPath, ["service_dll"] = options.ServiceDllPath, ["jit_worker_dll"] = options.JitWorkerDllPath,
             }),
+            ["ratios"] = new JsonArray([.. Ratios().Select(r => (JsonNode?)new JsonObject
+            {
+                ["id"] = r.Spec.Id,
+                ["name"] = r.Spec.Name,
+                ["numerator"] = r.Spec.Numerator,
+                ["denominator"] = r.Spec.Denominator,
+                ["value"] = Num(r.Median),
+                ["low"] = Num(r.Low),
+                ["high"] = Num(r.High),
+                ["target"] = r.Spec.Target,
+                ["met"] = r.Met,
+            })]),
             ["figures"] = figures,
             ["errors"] = new JsonArray([.. _errors.Select(e => (JsonNode?)e)]),
         };

@@ -6,6 +6,7 @@ using RunnerService.Contracts;
 using RunnerService.Contracts.Protocol;
 using RunnerService.Hosting;
 using RunnerService.Processes;
+using RunnerService.Saga.Persistence;
 using RunnerService.Slots;
 using RunnerService.Telemetry;
 
@@ -415,9 +416,9 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, ReplySend
         Saga.InvocationState saga;
         try
         {
-            if (await sagas.ReadAsync(invocation.InvocationId, CancellationToken.None).ConfigureAwait(false) is not { } stored)
+            if (await sagas.ReadStateAsync(invocation.InvocationId, CancellationToken.None).ConfigureAwait(false) is not { } stored)
                 return (false, null);
-            saga = Saga.Persistence.InvocationSagaRepositoryContextFactory.Deserialize(stored);
+            saga = stored;
         }
         catch (Exception ex)
         {
@@ -566,9 +567,8 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, ReplySend
     {
         try
         {
-            if (await sagas.ReadAsync(invocationId, CancellationToken.None).ConfigureAwait(false) is not { } stored)
+            if (await sagas.ReadStateAsync(invocationId, CancellationToken.None).ConfigureAwait(false) is not { } saga)
                 return false;
-            var saga = Saga.Persistence.InvocationSagaRepositoryContextFactory.Deserialize(stored);
             var final = Saga.InvocationTransitions.FinalStatuses.Contains(saga.CurrentState);
             // Another replica claimed this attempt (it got the redelivery of the delivery this replica lost, and held
             // it until this replica would have fenced itself): that replica runs it and completes it.

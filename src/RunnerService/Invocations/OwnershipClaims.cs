@@ -6,6 +6,7 @@ using RunnerService.Hosting;
 using RunnerService.Recovery;
 using RunnerService.Saga;
 using RunnerService.Saga.Messages;
+using RunnerService.Saga.Persistence;
 
 namespace RunnerService.Invocations;
 
@@ -125,9 +126,8 @@ sealed class OwnershipClaims(
     {
         try
         {
-            if (await sagas.ReadAsync(invocationId, CancellationToken.None).ConfigureAwait(false) is not { } stored)
+            if (await sagas.ReadStateAsync(invocationId, CancellationToken.None).ConfigureAwait(false) is not { } saga)
                 return true;
-            var saga = Saga.Persistence.InvocationSagaRepositoryContextFactory.Deserialize(stored);
             return saga.OwnerInstance is null && saga.CurrentState == nameof(InvocationStateMachine.Expected);
         }
         catch (Exception)

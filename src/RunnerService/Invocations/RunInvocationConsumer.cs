@@ -132,10 +132,12 @@ sealed class RunInvocationConsumer(
                     InvocationLog.Abandoned(logger, invocation.InvocationId, held.Attempt, $"attempt {attempt} of the same invocation arrived here: the saga has moved on");
                 // The old attempt's driver releases the claim as it ends.
             }
-            else if (supervisor.ClaimedAttempt(invocation.InvocationId) is not { } pending || pending >= attempt)
+            else if (supervisor.ClaimedAttempt(invocation.InvocationId) is not { } pending)
             {
-                if (supervisor.ClaimedAttempt(invocation.InvocationId) is null)
-                    continue; // released just now
+                continue; // released just now
+            }
+            else if (pending >= attempt)
+            {
                 return false;
             }
             // Else an older attempt's delivery is still asking the saga (a redelivery met by the saga's reroute): the

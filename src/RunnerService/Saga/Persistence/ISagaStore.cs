@@ -45,3 +45,10 @@ public interface ISagaStoreTransaction : IAsyncDisposable
 
 /// <summary>One stored instance: its document plus the columns queries need.</summary>
 public sealed record StoredSaga(Guid Id, string State, string? Owner, int Version, string Data);
+
+public static class SagaStoreReads
+{
+    /// <summary>One invocation's saga state, read without a transaction or a lock (<see cref="ISagaStore.ReadAsync"/>); null when there is none.</summary>
+    public static async Task<InvocationState?> ReadStateAsync(this ISagaStore store, Guid id, CancellationToken cancellationToken) =>
+        await store.ReadAsync(id, cancellationToken).ConfigureAwait(false) is { } stored ? InvocationSagaRepositoryContextFactory.Deserialize(stored) : null;
+}

@@ -5,7 +5,7 @@
 # Debian package's real scripts (/usr/lib/rabbitmq/bin), configured entirely by
 # environment, with all state in one folder and its own epmd on a non-default port.
 #
-# Usage: deploy/local/rabbitmq.sh start|stop|status|env
+# Usage: deploy/local/rabbitmq.sh start|stop|status|env|ctl ARGS...
 #
 #   start   install rabbitmq-server if missing, start the broker (idempotent), wait until
 #           AMQP and the management API answer, print `export ...` lines on stdout:
@@ -13,6 +13,7 @@
 #   stop    stop the broker and its private epmd (idempotent)
 #   status  exit 0 if the broker is running and answers, 1 otherwise
 #   env     print the `export ...` lines
+#   ctl     run rabbitmqctl against this broker (same node name, cookie and ports), e.g. `ctl cluster_status`
 #
 # `start` records the ports and the node name in the state folder (settings.env); `stop`, `status`
 # and `env` read them from there, so they need only RUNNER_BROKER_DIR (or nothing, with the default
@@ -32,6 +33,9 @@
 #   RUNNER_BROKER_CONSUMER_TIMEOUT_MS  if set: `consumer_timeout = N` in rabbitmq.conf
 #                                      (unset: broker default, 30 min)
 #   RUNNER_BROKER_START_TIMEOUT        seconds to wait for startup (default 120)
+#   RUNNER_BROKER_COOKIE               if set: the Erlang cookie (nodes of one cluster share it; rabbitmq-cluster.sh)
+#   RUNNER_BROKER_PARTITION_HANDLING   if set: `cluster_partition_handling = X` in rabbitmq.conf
+#   RUNNER_BROKER_KEEP_EPMD            1 = `stop` leaves epmd running (other nodes of a cluster still use it)
 #
 # Everything listens on 127.0.0.1 only; guest/guest works over loopback.
 # Progress goes to stderr; only the export lines go to stdout.
@@ -52,6 +56,9 @@ ASKED_NODE=$NODE ASKED_PROM_PORT=$PROM_PORT
 PROM=${RUNNER_BROKER_PROMETHEUS:-1}
 CONSUMER_TIMEOUT_MS=${RUNNER_BROKER_CONSUMER_TIMEOUT_MS:-}
 START_TIMEOUT=${RUNNER_BROKER_START_TIMEOUT:-120}
+COOKIE=${RUNNER_BROKER_COOKIE:-}
+PARTITION_HANDLING=${RUNNER_BROKER_PARTITION_HANDLING:-}
+KEEP_EPMD=${RUNNER_BROKER_KEEP_EPMD:-0}
 
 # The state folder must be absolute: the broker and the CLI run with HOME set to it.
 case "$DIR" in
@@ -135,6 +142,9 @@ record_settings() {
 if [[ -n $CONSUMER_TIMEOUT_MS && ! $CONSUMER_TIMEOUT_MS =~ ^[0-9]+$ ]]; then
     die "RUNNER_BROKER_CONSUMER_TIMEOUT_MS must be a number of milliseconds, got '$CONSUMER_TIMEOUT_MS'"
 fi
+[[ -z $COOKIE || $COOKIE =~ ^[A-Za-z0-9]+$ ]] || die "RUNNER_BROKER_COOKIE must be letters and digits"
+[[ -z $PARTITION_HANDLING || $PARTITION_HANDLING =~ ^(ignore|pause_minority|autoheal)$ ]] ||
+    die "RUNNER_BROKER_PARTITION_HANDLING must be ignore, pause_minority or autoheal, got '$PARTITION_HANDLING'"
 
 print_env() {
     echo "export RABBITMQ_URL=amqp://guest:guest@127.0.0.1:${PORT}/"
@@ -218,9 +228,19 @@ write_config() {
         if [[ -n $CONSUMER_TIMEOUT_MS ]]; then
             echo "consumer_timeout = ${CONSUMER_TIMEOUT_MS}"
         fi
+        if [[ -n $PARTITION_HANDLING ]]; then
+            echo "cluster_partition_handling = ${PARTITION_HANDLING}"
+        fi
         echo "log.file.level = info"
         echo "log.console = false"
     } >"$DIR/rabbitmq.conf"
+
+    # HOME is the state folder, so this is the cookie of the server and of rabbitmqctl alike.
+    if [[ -n $COOKIE ]]; then
+        rm -f "$DIR/.erlang.cookie"
+        (umask 077 && printf '%s' "$COOKIE" >"$DIR/.erlang.cookie")
+        chmod 400 "$DIR/.erlang.cookie"
+    fi
 
     echo "[]." >"$DIR/advanced.config"
 }
@@ -294,7 +314,7 @@ do_stop() {
     fi
     rm -f "$LAUNCHER_PID_FILE" "$BEAM_PID_FILE"
 
-    if epmd_running; then
+    if [[ $KEEP_EPMD != 1 ]] && epmd_running; then
         did=1
         log "stopping private epmd on port $EPMD_PORT"
         ERL_EPMD_PORT="$EPMD_PORT" epmd -port "$EPMD_PORT" -kill >/dev/null 2>&1 || true
@@ -425,8 +445,14 @@ case "$cmd" in
         load_recorded || true
         print_env
         ;;
+    ctl)
+        shift
+        load_recorded || true
+        broker_env
+        exec "$RMQ_BIN/rabbitmqctl" -n "$NODE" "$@"
+        ;;
     *)
-        echo "usage: $0 start|stop|status|env" >&2
+        echo "usage: $0 start|stop|status|env|ctl ARGS..." >&2
         exit 2
         ;;
 esac

@@ -25,10 +25,10 @@ static class CliHost
         builder.Logging.AddFilter("MassTransit", LogLevel.None);
         builder.Logging.AddFilter("Microsoft.Extensions.Hosting", LogLevel.None);
         builder.Services.Configure<ConsoleLifetimeOptions>(o => o.SuppressStatusMessages = true);
-        Uri brokerUri;
+        BrokerConnection broker;
         try
         {
-            brokerUri = BrokerConnection.Resolve(builder.Configuration);
+            broker = BrokerConnection.Resolve(builder.Configuration);
         }
         catch (InvalidOperationException ex)
         {
@@ -37,7 +37,7 @@ static class CliHost
         builder.Services.AddMassTransit(x =>
         {
             x.DisableUsageTelemetry();
-            x.UsingRabbitMq((_, cfg) => cfg.Host(brokerUri));
+            x.UsingRabbitMq((_, cfg) => broker.Configure(cfg));
         });
         builder.Services.AddInvocationClient();
         builder.Services.Configure<MassTransitHostOptions>(o => o.WaitUntilStarted = true);
@@ -53,7 +53,7 @@ static class CliHost
         {
             await StopQuietlyAsync(host).ConfigureAwait(false);
             var reason = ex is OperationCanceledException ? $"no connection within {ConnectPatience.TotalSeconds:0} s" : ex.GetBaseException().Message;
-            throw new CliFailure(CliApp.Unavailable, $"cannot reach the broker at {Describe(brokerUri)}: {reason}");
+            throw new CliFailure(CliApp.Unavailable, $"cannot reach the broker at {Describe(broker)}: {reason}");
         }
         catch
         {
@@ -77,5 +77,6 @@ static class CliHost
     }
 
     /// <summary>The broker address without its credentials.</summary>
-    static string Describe(Uri broker) => $"{broker.Scheme}://{broker.Host}:{(broker.IsDefaultPort ? 5672 : broker.Port)}{broker.AbsolutePath}";
+    static string Describe(BrokerConnection broker) =>
+        $"{broker.Primary.Scheme}://{string.Join(',', broker.Nodes.Select(n => $"{n.Host}:{BrokerConnection.PortOf(n)}"))}{broker.Primary.AbsolutePath}";
 }

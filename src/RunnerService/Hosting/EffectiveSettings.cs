@@ -54,12 +54,15 @@ public sealed record EffectiveSettings
     }
 
     /// <summary><c>user@host:port/vhost</c>: the password never appears.</summary>
-    public static string DescribeBroker(Uri broker)
+    public static string DescribeBroker(Uri broker) => DescribeBroker(BrokerConnection.Parse(broker.ToString()));
+
+    /// <summary><c>user@host:port/vhost</c>, or <c>user@host1:port1,host2:port2/vhost</c> for a cluster's nodes.</summary>
+    internal static string DescribeBroker(BrokerConnection broker)
     {
-        var user = broker.UserInfo.Split(':', 2)[0];
-        var port = broker.IsDefaultPort || broker.Port < 0 ? (broker.Scheme.EndsWith('s') ? 5671 : 5672) : broker.Port;
-        var vhost = Uri.UnescapeDataString(broker.AbsolutePath.TrimStart('/'));
-        return $"{(user.Length > 0 ? Uri.UnescapeDataString(user) + "@" : "")}{broker.Host}:{port}/{vhost}";
+        var user = broker.Primary.UserInfo.Split(':', 2)[0];
+        var vhost = Uri.UnescapeDataString(broker.Primary.AbsolutePath.TrimStart('/'));
+        var hosts = string.Join(',', broker.Nodes.Select(n => $"{n.Host}:{BrokerConnection.PortOf(n)}"));
+        return $"{(user.Length > 0 ? Uri.UnescapeDataString(user) + "@" : "")}{hosts}/{vhost}";
     }
 
     public static (string Kind, string Location) DescribeSagaStore(IConfiguration configuration)

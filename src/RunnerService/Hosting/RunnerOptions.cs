@@ -167,10 +167,20 @@ public sealed class RunnerOptions
     public string HttpUrl { get; set; } = "http://127.0.0.1:5690";
 
     /// <summary>
-    /// Declare the shared queues (invocations and saga) as quorum queues, replicated across a RabbitMQ cluster.
-    /// Must be chosen before the queues first exist: RabbitMQ cannot change a queue's type.
+    /// Declare the service's durable queues (invocations, saga, status, each replica's own queue, and their error
+    /// queues) as quorum queues, replicated across a RabbitMQ cluster. Unset: quorum when <c>ConnectionStrings:RabbitMq</c>
+    /// lists several nodes, classic otherwise. Must be chosen before the queues first exist: RabbitMQ cannot change a
+    /// queue's type.
     /// </summary>
-    public bool QuorumQueues { get; set; }
+    public bool? QuorumQueues { get; set; }
+
+    /// <summary>
+    /// On quorum queues: deliveries of one message before the broker moves it to the queue's error queue
+    /// (<c>x-delivery-limit</c>), a bound on a message that keeps coming back, e.g. one that kills every replica that
+    /// takes it. 0 = no limit.
+    /// </summary>
+    [Range(0, 1000)]
+    public int DeliveryLimit { get; set; } = 20;
 
     /// <summary>The queue all replicas consume <c>RunInvocation</c> from.</summary>
     public string InvocationQueue { get; set; } = "run-invocation";
@@ -209,4 +219,17 @@ public sealed class RunnerOptions
 
     /// <summary>The replica's own queue, for resumes and control messages.</summary>
     public string InstanceQueue => $"runner-instance-{EffectiveInstanceId}";
+
+    /// <summary>
+    /// Where others send to the replica's own queue: the queue's exchange, so a sender declares nothing but that
+    /// exchange. A <c>queue:</c> address would also declare the queue, with arguments that differ from a quorum queue's
+    /// (its dead-letter exchange), and the broker refuses such a declaration.
+    /// </summary>
+    public Uri InstanceAddress => new($"exchange:{InstanceQueue}");
+
+    /// <summary>The replica's temporary queue of other replicas' heartbeats (auto-deleted with the replica).</summary>
+    public string HeartbeatQueue => $"runner-heartbeats-{EffectiveInstanceId}";
+
+    /// <summary>Whether the service's durable queues are quorum queues, for a broker given as <paramref name="broker"/>.</summary>
+    internal bool UsesQuorumQueues(BrokerConnection broker) => QuorumQueues ?? broker.IsCluster;
 }

@@ -45,9 +45,9 @@ public static class RunnerServiceRegistration
         services.AddSingleton<RunnerRegistry>();
         services.AddSingleton<BrokerContact>();
         services.AddRunnerHealthChecks();
-        var instanceId = builder.Configuration.GetSection(RunnerOptions.SectionName).Get<RunnerOptions>()?.EffectiveInstanceId ?? new RunnerOptions().EffectiveInstanceId;
+        var heartbeatQueue = (builder.Configuration.GetSection(RunnerOptions.SectionName).Get<RunnerOptions>() ?? new RunnerOptions()).HeartbeatQueue;
 
-        var brokerUri = BrokerConnection.Resolve(builder.Configuration);
+        var broker = BrokerConnection.Resolve(builder.Configuration);
         services.AddMassTransit(x =>
         {
             x.SetKebabCaseEndpointNameFormatter();
@@ -60,13 +60,16 @@ public static class RunnerServiceRegistration
             x.AddConsumer<InvocationStatusConsumer>();
             x.AddConsumer<RunnerHeartbeatConsumer>().Endpoint(e =>
             {
-                e.Name = $"runner-heartbeats-{instanceId}";
+                e.Name = heartbeatQueue;
                 e.Temporary = true;
             });
             x.AddRequestClient<ClaimInvocation>(RequestTimeout.After(s: 30));
+            // Every endpoint's queue type from one rule (classic, or quorum on a cluster).
+            x.AddConfigureEndpointsCallback((context, queueName, endpoint) =>
+                QueueTypes.Apply(endpoint, queueName, context.GetRequiredService<IOptions<RunnerOptions>>().Value, broker));
             x.UsingRabbitMq((context, cfg) =>
             {
-                cfg.Host(brokerUri);
+                broker.Configure(cfg);
                 cfg.ConfigureEndpoints(context);
             });
         });

@@ -61,7 +61,7 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, ReplySend
     }
 
     /// <summary>This replica's own queue, where the saga sends resumes of the workers it holds.</summary>
-    public Uri InstanceAddress { get; } = new($"queue:{options.Value.InstanceQueue}");
+    public Uri InstanceAddress { get; } = options.Value.InstanceAddress;
 
     /// <summary>Starts a fresh worker for <paramref name="invocation"/> and drives it until it ends or waits.</summary>
     public async Task RunNewAsync(ConsumeContext context, RunInvocation invocation, int attempt, DateTime queuedSince, SlotLease lease)

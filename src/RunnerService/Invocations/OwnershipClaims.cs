@@ -56,7 +56,7 @@ sealed class OwnershipClaims(
                     InvocationId = invocation.InvocationId,
                     Attempt = attempt,
                     Instance = me,
-                    InstanceAddress = new Uri($"queue:{options.Value.InstanceQueue}"),
+                    InstanceAddress = options.Value.InstanceAddress,
                     TakeOverFrom = takeOverFrom,
                     AskedAgain = askedAgainClaim,
                     Invocation = invocation,

@@ -15,12 +15,10 @@ namespace RunnerService.Invocations;
 sealed class RunInvocationConsumerDefinition : ConsumerDefinition<RunInvocationConsumer>
 {
     readonly int _slots;
-    readonly bool _quorum;
 
     public RunInvocationConsumerDefinition(IOptions<RunnerOptions> options)
     {
         _slots = options.Value.EffectiveSlots;
-        _quorum = options.Value.QuorumQueues;
         EndpointName = options.Value.InvocationQueue;
         ConcurrentMessageLimit = _slots;
     }
@@ -30,9 +28,6 @@ sealed class RunInvocationConsumerDefinition : ConsumerDefinition<RunInvocationC
     {
         endpointConfigurator.PrefetchCount = _slots;
         endpointConfigurator.ConcurrentMessageLimit = _slots;
-        // Replicated across a RabbitMQ cluster; the queue type cannot change once the queue exists.
-        if (_quorum && endpointConfigurator is IRabbitMqReceiveEndpointConfigurator rabbit)
-            rabbit.SetQuorumQueue();
         // Two body forms: a MassTransit envelope (its content type, or none) and the raw RunInvocation object
         // (application/json), for publishers without MassTransit (docs/wire-format.md). Replies stay envelopes.
         endpointConfigurator.UseRawJsonDeserializer(RawSerializerOptions.AnyMessageType, isDefault: false);

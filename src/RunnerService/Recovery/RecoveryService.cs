@@ -162,7 +162,7 @@ sealed class RecoveryService(
     /// <summary>One heartbeat: published to the peers, then echoed through this replica's own queue.</summary>
     async Task BeatAsync(CancellationToken stoppingToken)
     {
-        var address = new Uri($"queue:{_options.InstanceQueue}");
+        var address = _options.InstanceAddress;
         await bus.Publish(new RunnerHeartbeat
         {
             Instance = _options.EffectiveInstanceId,

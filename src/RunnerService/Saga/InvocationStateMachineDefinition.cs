@@ -10,11 +10,8 @@ namespace RunnerService.Saga;
 /// </summary>
 public sealed class InvocationStateMachineDefinition : SagaDefinition<InvocationState>
 {
-    readonly bool _quorum;
-
-    public InvocationStateMachineDefinition(Microsoft.Extensions.Options.IOptions<Hosting.RunnerOptions> options)
+    public InvocationStateMachineDefinition()
     {
-        _quorum = options.Value.QuorumQueues;
         EndpointName = "invocation-state";
         ConcurrentMessageLimit = 16;
     }
@@ -23,8 +20,6 @@ public sealed class InvocationStateMachineDefinition : SagaDefinition<Invocation
         IRegistrationContext context)
     {
         endpointConfigurator.PrefetchCount = 32;
-        if (_quorum && endpointConfigurator is IRabbitMqReceiveEndpointConfigurator rabbit)
-            rabbit.SetQuorumQueue();
         // Events for one invocation are handled one after another on this replica (the store's row lock serializes
         // them across replicas): no retry storms when a parent's children finish at the same moment.
         var partitioner = endpointConfigurator.CreatePartitioner(ConcurrentMessageLimit ?? 16);

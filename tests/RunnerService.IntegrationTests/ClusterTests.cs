@@ -83,19 +83,31 @@ public sealed class ClusterTests(BrokerFixture broker, PostgresFixture postgres,
 
         var factory = new ConnectionFactory { Uri = ClusterBroker.NodeUri(2, vhost) };
         await using var connection = await factory.CreateConnectionAsync();
-        await using var channel = await connection.CreateChannelAsync();
+        // Confirms: the publish returns once the quorum queue has the message.
+        await using var channel = await connection.CreateChannelAsync(new CreateChannelOptions(publisherConfirmationsEnabled: true, publisherConfirmationTrackingEnabled: true));
         var id = Guid.NewGuid();
         var body = Encoding.UTF8.GetBytes($"{{\"invocationId\":\"{id}\",\"taskName\":\"echo\",\"arguments\":{{}}}}");
         await channel.BasicPublishAsync("run-invocation", "", false, new BasicProperties { ContentType = "application/json", Persistent = true }, body);
-        // A consumer that takes the message and gives it back, as a replica that dies with it would.
+        // A consumer that takes the message and gives it back, as a replica that dies with it would, until the broker
+        // moves it away (a requeue reaches the queue asynchronously: an empty get is retried).
         var returned = 0;
-        while (returned < 5)
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
+        while (DateTime.UtcNow < deadline && returned <= 10)
         {
             var got = await channel.BasicGetAsync("run-invocation", autoAck: false);
-            if (got is null)
+            if (got is not null)
+            {
+                returned++;
+                await channel.BasicNackAsync(got.DeliveryTag, multiple: false, requeue: true);
+            }
+            else if (await channel.MessageCountAsync("run-invocation_error") > 0)
+            {
                 break;
-            returned++;
-            await channel.BasicNackAsync(got.DeliveryTag, multiple: false, requeue: true);
+            }
+            else
+            {
+                await Task.Delay(50);
+            }
         }
         output.WriteLine($"returned {returned} times");
         Assert.Equal(3, returned); // the first delivery and 2 more: the limit
@@ -135,9 +147,14 @@ public sealed class ClusterTests(BrokerFixture broker, PostgresFixture postgres,
                 "parents paused on the replica connected to node 2");
             var completedBefore = env.Bus.Completed.Count;
             await cluster.KillNodeAsync(2, "KILL");
+            var sinceKill = System.Diagnostics.Stopwatch.StartNew();
             output.WriteLine($"node 2 killed after {completedBefore} completions");
+            await TestBus.PollAsync(() => env.Bus.Completed.Skip(completedBefore).Any(c => c.RunnerInstance == victimInstance) ? "done" : null, Patience,
+                "a completion from the replica of node 2 after the node died");
+            output.WriteLine($"the replica of node 2 published its first completion {sinceKill.Elapsed.TotalSeconds:F1} s after the node died");
 
             await Task.WhenAll(work.Select(w => w.Run)).WaitAsync(Patience);
+            output.WriteLine($"all roots completed {sinceKill.Elapsed.TotalSeconds:F1} s after the node died");
             foreach (var (run, task, expected) in work)
             {
                 var completed = await run;

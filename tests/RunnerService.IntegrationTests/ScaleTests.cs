@@ -106,7 +106,7 @@ public sealed class ScaleTests(BrokerFixture broker, PostgresFixture postgres, I
     }
 
     [Fact]
-    public async Task Quorum_queues_option_declares_the_shared_queues_as_quorum_queues()
+    public async Task Quorum_queues_option_declares_the_shared_queues_and_the_replicas_own_queue_as_quorum_queues()
     {
         await using var env = await RunnerEnvironment.StartAsync(broker, output, slots: 1,
             new Dictionary<string, string> { ["Runner__QuorumQueues"] = "true" });
@@ -114,5 +114,6 @@ public sealed class ScaleTests(BrokerFixture broker, PostgresFixture postgres, I
         Assert.Equal("QUORUM", done.Result!.Value.GetString());
         Assert.Equal("quorum", await broker.QueueTypeAsync(env.VirtualHost.Name, "run-invocation"));
         Assert.Equal("quorum", await broker.QueueTypeAsync(env.VirtualHost.Name, "invocation-state"));
+        Assert.Equal("quorum", await broker.QueueTypeAsync(env.VirtualHost.Name, $"runner-instance-{(await env.Runner.GetStatusAsync()).Instance}"));
     }
 }

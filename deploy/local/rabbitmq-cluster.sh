@@ -118,8 +118,9 @@ print_env() {
 
 # The nodes the cluster reports as running, asked of node K.
 running_nodes() {
-    node "$1" ctl -q cluster_status --formatter json 2>/dev/null |
-        python3 -c 'import json,sys; print(" ".join(sorted(json.load(sys.stdin).get("running_nodes", []))))' 2>/dev/null
+    local json
+    json=$(node "$1" ctl -q cluster_status --formatter json 2>/dev/null) || return 1
+    grep -o '"running_nodes":\[[^]]*\]' <<<"$json" | grep -o '"[^"]*@[^"]*"' | tr -d '"' | sort | tr '\n' ' ' | sed 's/ $//'
 }
 
 all_running() {

@@ -10,7 +10,7 @@ public record InvocationStarted
     /// <summary>Instance id of the replica that owns the running process.</summary>
     public string RunnerInstance { get; init; } = "";
 
-    /// <summary>The replica's own queue (resumes and control messages go there).</summary>
+    /// <summary>The address of the replica's own queue (<c>exchange:runner-instance-…</c>, its exchange): resumes and control messages go there.</summary>
     public Uri? RunnerAddress { get; init; }
 
     /// <summary>Operating-system pid of the worker process.</summary>

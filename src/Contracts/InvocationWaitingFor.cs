@@ -7,7 +7,7 @@ public record InvocationWaitingFor
     public IReadOnlyList<Guid> WaitingFor { get; init; } = [];
     public string RunnerInstance { get; init; } = "";
 
-    /// <summary>The replica's own queue: where <see cref="ResumeInvocation"/> must be sent.</summary>
+    /// <summary>The address of the replica's own queue (<c>exchange:runner-instance-…</c>, its exchange): where <see cref="ResumeInvocation"/> must be sent.</summary>
     public Uri? RunnerAddress { get; init; }
 
     public int ProcessId { get; init; }

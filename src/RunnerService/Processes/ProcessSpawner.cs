@@ -1,5 +1,4 @@
 using System.Collections.Concurrent;
-using System.Diagnostics;
 
 namespace RunnerService.Processes;
 
@@ -9,7 +8,7 @@ namespace RunnerService.Processes;
 /// </summary>
 sealed class ProcessSpawner : IDisposable
 {
-    readonly BlockingCollection<(ProcessStartInfo StartInfo, TaskCompletionSource<Process> Started)> _requests = new();
+    readonly BlockingCollection<(Func<SpawnedWorker> Start, TaskCompletionSource<SpawnedWorker> Started)> _requests = new();
     readonly Thread _thread;
 
     public ProcessSpawner()
@@ -18,22 +17,21 @@ sealed class ProcessSpawner : IDisposable
         _thread.Start();
     }
 
-    public Task<Process> StartAsync(ProcessStartInfo startInfo)
+    /// <summary>Runs <paramref name="start"/> on the spawner thread.</summary>
+    public Task<SpawnedWorker> StartAsync(Func<SpawnedWorker> start)
     {
-        var started = new TaskCompletionSource<Process>(TaskCreationOptions.RunContinuationsAsynchronously);
-        _requests.Add((startInfo, started));
+        var started = new TaskCompletionSource<SpawnedWorker>(TaskCreationOptions.RunContinuationsAsynchronously);
+        _requests.Add((start, started));
         return started.Task;
     }
 
     void Loop()
     {
-        foreach (var (startInfo, started) in _requests.GetConsumingEnumerable())
+        foreach (var (start, started) in _requests.GetConsumingEnumerable())
         {
             try
             {
-                var process = new Process { StartInfo = startInfo, EnableRaisingEvents = true };
-                process.Start();
-                started.TrySetResult(process);
+                started.TrySetResult(start());
             }
             catch (Exception ex)
             {

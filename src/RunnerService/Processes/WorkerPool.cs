@@ -20,6 +20,9 @@ sealed class WorkerPool : IDisposable
     readonly ConcurrentStack<WorkerProcess> _reusable = new();
     readonly string? _setsid;
     readonly WorkerCredentials? _credentials;
+    readonly Dictionary<string, string> _environment;
+    readonly Func<SpawnedWorker> _startWorker;
+    readonly bool _ownGroups;
     int _alive;
     int _peakAlive;
     int _warming;
@@ -41,8 +44,19 @@ sealed class WorkerPool : IDisposable
         _options = options;
         _logger = logger;
         Timings = new WorkerTimings(options.KillGrace, options.StdinTimeout);
-        _setsid = new[] { "/usr/bin/setsid", "/bin/setsid" }.FirstOrDefault(File.Exists);
         _credentials = WorkerCredentials.Resolve(options);
+        _environment = WorkerEnvironment();
+        if (_credentials is null && NativeSpawn.Supported)
+        {
+            _startWorker = new NativeSpawn(options.EffectiveWorkerCommand, options.WorkerArguments, _environment).Start;
+            _ownGroups = true; // POSIX_SPAWN_SETSID
+        }
+        else
+        {
+            _setsid = new[] { "/usr/bin/setsid", "/bin/setsid" }.FirstOrDefault(File.Exists);
+            _startWorker = StartWithProcess;
+            _ownGroups = _setsid is not null;
+        }
     }
 
     public WorkerTimings Timings { get; }
@@ -65,7 +79,7 @@ sealed class WorkerPool : IDisposable
             WorkerLog.JitStockWorker(_logger, _options.EffectiveWorkerCommand);
         else
             WorkerLog.WorkerCommand(_logger, _options.EffectiveWorkerCommand);
-        if (_setsid is null)
+        if (!_ownGroups)
             WorkerLog.NoProcessGroups(_logger);
         if (_credentials is { } user)
         {
@@ -145,7 +159,31 @@ sealed class WorkerPool : IDisposable
 
     static readonly TimeSpan RoomPoll = TimeSpan.FromMilliseconds(100);
 
-    async Task<WorkerProcess> SpawnAsync()
+    /// <summary>The worker's whole environment, built once.</summary>
+    Dictionary<string, string> WorkerEnvironment()
+    {
+        // A minimal environment: the service's own settings (broker credentials, connection strings) never reach a task.
+        var environment = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var name in InheritedVariables)
+        {
+            if (Environment.GetEnvironmentVariable(name) is { } value)
+                environment[name] = value;
+        }
+        if (_credentials is { } owner)
+            environment["HOME"] = owner.Home;
+        foreach (var (name, value) in _options.WorkerEnvironment)
+            environment[name] = value;
+        environment[WorkerHost.ParentPidVariable] = Environment.ProcessId.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        // Workers are short-lived: skip tiered-PGO instrumentation, it only costs start-up time.
+        environment["DOTNET_TieredPGO"] = "0";
+        return environment;
+    }
+
+    /// <summary>
+    /// Starts a worker through <see cref="System.Diagnostics.Process"/>: only for workers that run as another user,
+    /// which posix_spawn cannot do, or where <see cref="NativeSpawn"/> does not work.
+    /// </summary>
+    SpawnedWorker StartWithProcess()
     {
         var startInfo = new ProcessStartInfo(_setsid ?? _options.EffectiveWorkerCommand)
         {
@@ -162,24 +200,27 @@ sealed class WorkerPool : IDisposable
             startInfo.ArgumentList.Add(argument);
         if (_credentials is { } user)
             startInfo.UserName = user.Name;
-        // A minimal environment: the service's own settings (broker credentials, connection strings) never reach a task.
         startInfo.Environment.Clear();
-        foreach (var name in InheritedVariables)
-        {
-            if (Environment.GetEnvironmentVariable(name) is { } value)
-                startInfo.Environment[name] = value;
-        }
-        if (_credentials is { } owner)
-            startInfo.Environment["HOME"] = owner.Home;
-        foreach (var (name, value) in _options.WorkerEnvironment)
+        foreach (var (name, value) in _environment)
             startInfo.Environment[name] = value;
-        startInfo.Environment[WorkerHost.ParentPidVariable] = Environment.ProcessId.ToString(System.Globalization.CultureInfo.InvariantCulture);
-        // Workers are short-lived: skip tiered-PGO instrumentation, it only costs start-up time.
-        startInfo.Environment["DOTNET_TieredPGO"] = "0";
+        var process = new Process { StartInfo = startInfo, EnableRaisingEvents = true };
+        try
+        {
+            process.Start();
+        }
+        catch
+        {
+            process.Dispose();
+            throw;
+        }
+        return SpawnedWorker.Of(process);
+    }
 
-        var process = await _spawner.StartAsync(startInfo).ConfigureAwait(false);
+    async Task<WorkerProcess> SpawnAsync()
+    {
+        var spawned = await _spawner.StartAsync(_startWorker).ConfigureAwait(false);
         UpdatePeak(Interlocked.Increment(ref _alive));
-        var worker = new WorkerProcess(process, ownGroup: _setsid is not null, _options.MaxMessageBytes, _options.KillGrace, _logger,
+        var worker = new WorkerProcess(spawned, ownGroup: _ownGroups, _options.MaxMessageBytes, _options.KillGrace, _logger,
             delta => Interlocked.Add(ref _parked, delta));
         _ = worker.Exited.ContinueWith(_ =>
         {

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.IO.Pipes;
 using Microsoft.Extensions.Logging;
 
@@ -10,13 +9,13 @@ namespace RunnerService.Processes;
 /// can (<c>hello.reusable</c>) runs several, one after another, each in its own <see cref="WorkerSession"/>.
 /// </summary>
 /// <remarks>
-/// The worker leads its own process group (started through <c>setsid</c>), so its own children share its fate: every
-/// signal goes to the group, and when the worker exits whatever is left of the group gets SIGTERM, then SIGKILL after
-/// the kill grace. Descendants that start a session or group of their own escape this (docs/faults.md).
+/// The worker leads its own session and process group (<see cref="NativeSpawn"/>, or <c>setsid</c> for another user),
+/// so its own children share its fate: every signal goes to the group, and when the worker exits whatever is left of
+/// the group gets SIGTERM, then SIGKILL after the kill grace. Descendants that start a session or group of their own escape this (docs/faults.md).
 /// </remarks>
 sealed class WorkerProcess
 {
-    readonly Process _process;
+    readonly SpawnedWorker _spawned;
     readonly bool _ownGroup;
     readonly TimeSpan _killGrace;
     readonly ILogger _logger;
@@ -30,19 +29,19 @@ sealed class WorkerProcess
     readonly Lock _parkLock = new();
     bool? _reopenWorks;
 
-    public WorkerProcess(Process process, bool ownGroup, int maxLineBytes, TimeSpan killGrace, ILogger logger, Action<int>? parkedChanged = null)
+    public WorkerProcess(SpawnedWorker spawned, bool ownGroup, int maxLineBytes, TimeSpan killGrace, ILogger logger, Action<int>? parkedChanged = null)
     {
         _parkedChanged = parkedChanged;
-        _process = process;
+        _spawned = spawned;
         _ownGroup = ownGroup;
         _killGrace = killGrace;
         _logger = logger;
-        Pid = process.Id;
-        _stdin = process.StandardInput.BaseStream;
-        _stdout = process.StandardOutput.BaseStream;
-        _pipes = PipeIdentity.Of(_stdin, _stdout, process.StandardError.BaseStream);
+        Pid = spawned.Pid;
+        _stdin = spawned.Stdin;
+        _stdout = spawned.Stdout;
+        _pipes = PipeIdentity.Of(_stdin, _stdout, spawned.Stderr);
         Conversation = new WorkerConversation(_stdin, _stdout, maxLineBytes);
-        _stderr = new StderrPump(this, process.StandardError.BaseStream, maxLineBytes, logger, _outputDeadline.Token);
+        _stderr = new StderrPump(this, spawned.Stderr, maxLineBytes, logger, _outputDeadline.Token);
         Exited = WatchExitAsync();
     }
 
@@ -78,8 +77,7 @@ sealed class WorkerProcess
 
     async Task WatchExitAsync()
     {
-        await _process.WaitForExitAsync().ConfigureAwait(false);
-        ExitCode = _process.ExitCode;
+        ExitCode = await _spawned.Exit.ConfigureAwait(false);
         SetParked(false);
         // The worker is gone; what is left of its group (helpers it started) goes with it. Reads of pipes that such a
         // process still holds are abandoned once the kill grace has had its effect.
@@ -226,7 +224,7 @@ sealed class WorkerProcess
         _stdout.Dispose();
         if (_stderr is { } stderr)
             await stderr.Completion.ConfigureAwait(false);
-        _process.Dispose();
+        _spawned.Owner?.Dispose();
         _outputDeadline.Dispose();
     }
 

@@ -401,8 +401,17 @@ sealed class WorkerSession
     /// <summary>Waits up to <see cref="ExitGrace"/> for the worker to exit, then kills it; true when it had to be killed.</summary>
     async Task<bool> ExitOrKillAsync()
     {
-        if (await Task.WhenAny(Exited, Task.Delay(ExitGrace)).ConfigureAwait(false) == Exited)
+        // Usually it has exited already, or does within a millisecond: no timer then is left to fire seconds later.
+        if (Exited.IsCompleted)
             return false;
+        try
+        {
+            await Exited.WaitAsync(ExitGrace).ConfigureAwait(false);
+            return false;
+        }
+        catch (TimeoutException)
+        {
+        }
         _process.Kill();
         await Exited.ConfigureAwait(false);
         return true;

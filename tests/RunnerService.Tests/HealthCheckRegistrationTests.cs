@@ -34,9 +34,9 @@ public sealed class HealthCheckRegistrationTests
     [Fact]
     public void The_settings_name_the_broker_and_the_store_without_their_passwords()
     {
-        Assert.Equal("runner@rabbit.example:5671/prod", EffectiveSettings.DescribeBroker(new Uri("amqps://runner:s3cret@rabbit.example/prod")));
-        Assert.Equal("guest@127.0.0.1:5682/", EffectiveSettings.DescribeBroker(new Uri("amqp://guest:guest@127.0.0.1:5682/")));
-        Assert.Equal("127.0.0.1:5672/", EffectiveSettings.DescribeBroker(new Uri("amqp://127.0.0.1")));
+        Assert.Equal("runner@rabbit.example:5671/prod", EffectiveSettings.DescribeBroker(BrokerConnection.Parse("amqps://runner:s3cret@rabbit.example/prod")));
+        Assert.Equal("guest@127.0.0.1:5682/", EffectiveSettings.DescribeBroker(BrokerConnection.Parse("amqp://guest:guest@127.0.0.1:5682/")));
+        Assert.Equal("127.0.0.1:5672/", EffectiveSettings.DescribeBroker(BrokerConnection.Parse("amqp://127.0.0.1")));
 
         var postgres = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
         {

@@ -53,10 +53,10 @@ public sealed record EffectiveSettings
         };
     }
 
-    /// <summary><c>user@host:port/vhost</c>: the password never appears.</summary>
-    public static string DescribeBroker(Uri broker) => DescribeBroker(BrokerConnection.Parse(broker.ToString()));
-
-    /// <summary><c>user@host:port/vhost</c>, or <c>user@host1:port1,host2:port2/vhost</c> for a cluster's nodes.</summary>
+    /// <summary>
+    /// <c>user@host:port/vhost</c>, or <c>user@host1:port1,host2:port2/vhost</c> for a cluster's nodes: the password
+    /// never appears.
+    /// </summary>
     internal static string DescribeBroker(BrokerConnection broker)
     {
         var user = broker.Primary.UserInfo.Split(':', 2)[0];

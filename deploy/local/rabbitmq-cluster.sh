@@ -231,11 +231,12 @@ kill_node() {
     log "SIG$sig to node $k ($(node_name "$k"), beam pid $beam)"
     kill -"$sig" "$beam"
     deadline=$((SECONDS + 90))
-    while [[ -d /proc/$beam || (-n $launcher && -d /proc/$launcher) ]] && ((SECONDS < deadline)); do
-        if [[ -d /proc/$beam && $(awk '{print $3}' "/proc/$beam/stat" 2>/dev/null) == Z ]]; then break; fi
+    # Gone, or a zombie nobody reaped yet (the broker and its launcher are not this script's children).
+    running() { [[ -n $1 && -d /proc/$1 && $(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) != Z ]]; }
+    while (running "$beam" || running "$launcher") && ((SECONDS < deadline)); do
         sleep 0.2
     done
-    [[ -d /proc/$beam && $(awk '{print $3}' "/proc/$beam/stat" 2>/dev/null) != Z ]] && die "node $k (pid $beam) still runs"
+    if running "$beam"; then die "node $k (pid $beam) still runs"; fi
     log "node $k is down"
 }
 

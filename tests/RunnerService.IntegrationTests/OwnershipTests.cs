@@ -194,7 +194,7 @@ public sealed class OwnershipTests(BrokerFixture broker, ITestOutputHelper outpu
             WaitSequence = wait.WaitSequence,
             Results = [new DependencyOutcome { InvocationId = wait.WaitingFor[0], Status = InvocationStatus.Succeeded, Result = Json.Parse("1") }],
         };
-        var endpoint = await env.Bus.Bus.GetSendEndpoint(new Uri("queue:runner-instance-resumes"));
+        var endpoint = await env.Bus.Bus.GetSendEndpoint(new Uri("exchange:runner-instance-resumes"));
         await endpoint.Send(resume);
         await endpoint.Send(resume);
 

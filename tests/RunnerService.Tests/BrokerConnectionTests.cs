@@ -38,9 +38,25 @@ public class BrokerConnectionTests
         Assert.DoesNotContain("pw", error.Message, StringComparison.Ordinal);
     }
 
+    [Fact]
+    public void A_comma_in_a_password_is_part_of_the_password()
+    {
+        var broker = BrokerConnection.Parse("amqp://runner:se,cret@h1:5672/prod,amqp://runner:se,cret@h2:5672/prod");
+        Assert.Equal(["h1", "h2"], broker.Nodes.Select(n => n.Host));
+        Assert.Equal("runner:se,cret", broker.Primary.UserInfo);
+    }
+
+    [Fact]
+    public void A_refused_url_never_shows_its_password_even_when_it_does_not_parse()
+    {
+        var error = Assert.Throws<InvalidOperationException>(() => BrokerConnection.Parse("amqp://runner:s3cr%t@h1:99999/"));
+        Assert.DoesNotContain("s3cr", error.Message, StringComparison.Ordinal);
+        Assert.Contains("runner:***@h1", error.Message, StringComparison.Ordinal);
+    }
+
     [Theory]
     [InlineData("http://h1/")]
-    [InlineData("amqp://a:pw@h1/,not a url")]
+    [InlineData("amqp://a:pw@h1/,http://h2/")]
     [InlineData(",")]
     public void Anything_but_amqp_urls_is_refused(string value) =>
         Assert.Throws<InvalidOperationException>(() => BrokerConnection.Parse(value));

@@ -8,7 +8,7 @@ namespace RunnerService.Hosting;
 /// commas for the nodes of one RabbitMQ cluster (same scheme, user, password and virtual host; only host and port
 /// differ). The first node is tried first; after a lost connection MassTransit tries the next one, round the list.
 /// </summary>
-sealed class BrokerConnection
+sealed partial class BrokerConnection
 {
     public const string Name = "RabbitMq";
 
@@ -32,9 +32,12 @@ sealed class BrokerConnection
         if (string.IsNullOrWhiteSpace(value))
             value = LocalDefault;
         var nodes = new List<Uri>();
-        foreach (var part in value.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))
+        // Split only where a new URL begins: a comma may also appear in a password.
+        foreach (var part in NodeSeparator().Split(value).Select(p => p.Trim()).Where(p => p.Length > 0))
         {
-            if (!Uri.TryCreate(part, UriKind.Absolute, out var uri) || uri.Scheme is not ("amqp" or "amqps" or "rabbitmq" or "rabbitmqs"))
+            // A second "://" is another URL of a scheme that is no node's (http://, ...), not part of this one.
+            if (!Uri.TryCreate(part, UriKind.Absolute, out var uri) || uri.Scheme is not ("amqp" or "amqps" or "rabbitmq" or "rabbitmqs")
+                || part.IndexOf("://", StringComparison.Ordinal) != part.LastIndexOf("://", StringComparison.Ordinal))
                 throw new InvalidOperationException($"ConnectionStrings:RabbitMq must be an amqp:// URL, or several separated by commas, got '{Redact(part)}'.");
             if (nodes.Count > 0 && !SameCluster(nodes[0], uri))
                 throw new InvalidOperationException(
@@ -65,8 +68,21 @@ sealed class BrokerConnection
     static bool SameCluster(Uri a, Uri b) =>
         a.Scheme == b.Scheme && a.UserInfo == b.UserInfo && a.AbsolutePath == b.AbsolutePath;
 
-    static string Redact(string url) =>
-        Uri.TryCreate(url, UriKind.Absolute, out var uri) && uri.UserInfo.Contains(':')
-            ? url.Replace(uri.UserInfo, uri.UserInfo.Split(':', 2)[0] + ":***", StringComparison.Ordinal)
-            : url;
+    /// <summary>The text with everything between <c>user:</c> and the last <c>@</c> of its authority blanked, parsable or not.</summary>
+    static string Redact(string url)
+    {
+        var start = url.IndexOf("://", StringComparison.Ordinal);
+        if (start < 0)
+            return url;
+        start += 3;
+        var authorityEnd = url.IndexOf('/', start);
+        var at = url.LastIndexOf('@', authorityEnd < 0 ? url.Length - 1 : authorityEnd);
+        if (at < start)
+            return url;
+        var colon = url.IndexOf(':', start, at - start);
+        return colon < 0 ? url : url[..(colon + 1)] + "***" + url[at..];
+    }
+
+    [System.Text.RegularExpressions.GeneratedRegex(@",(?=\s*(?:amqps?|rabbitmqs?)://)", System.Text.RegularExpressions.RegexOptions.IgnoreCase)]
+    private static partial System.Text.RegularExpressions.Regex NodeSeparator();
 }

@@ -70,6 +70,7 @@ public static class RunnerServiceRegistration
             x.UsingRabbitMq((context, cfg) =>
             {
                 broker.Configure(cfg);
+                QueueTypes.ConfigureBus(cfg);
                 cfg.ConfigureEndpoints(context);
             });
         });

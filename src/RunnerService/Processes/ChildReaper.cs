@@ -1,4 +1,3 @@
-using System.Collections.Concurrent;
 using System.Runtime.InteropServices;
 
 namespace RunnerService.Processes;
@@ -11,7 +10,12 @@ namespace RunnerService.Processes;
 /// </summary>
 static unsafe partial class ChildReaper
 {
-    static readonly ConcurrentDictionary<int, (int Pid, TaskCompletionSource<int> Exit)> Children = new();
+    // Watched children by pidfd, and the pidfd of each by pid; parked children (paused, watched by nobody) by pid.
+    // One lock over all three: a pidfd number closed by one path may be reused by the next pidfd_open at once.
+    static readonly Dictionary<int, (int Pid, TaskCompletionSource<int> Exit)> Children = [];
+    static readonly Dictionary<int, int> PidFds = [];
+    static readonly Dictionary<int, TaskCompletionSource<int>> ParkedChildren = [];
+    static readonly Lock Gate = new();
     static readonly int Epoll = Setup();
 
     /// <summary>True when this kernel has pidfds and epoll, so children can be watched here.</summary>
@@ -47,27 +51,71 @@ static unsafe partial class ChildReaper
     public static Task<int> Watch(int pid)
     {
         var exit = new TaskCompletionSource<int>(TaskCreationOptions.RunContinuationsAsynchronously);
+        lock (Gate)
+            Add(pid, exit);
+        return exit.Task;
+    }
+
+    static void Add(int pid, TaskCompletionSource<int> exit)
+    {
         var pidfd = PidfdOpen(pid);
         if (pidfd < 0)
             throw new System.ComponentModel.Win32Exception(Marshal.GetLastPInvokeError(), $"pidfd_open({pid}) failed");
         Children[pidfd] = (pid, exit);
+        PidFds[pid] = pidfd;
         var ev = stackalloc byte[16];
         WriteEvent(ev, EPOLLIN, pidfd);
         if (EpollCtl(Epoll, EPOLL_CTL_ADD, pidfd, ev) != 0)
         {
             var errno = Marshal.GetLastPInvokeError();
-            Children.TryRemove(pidfd, out _);
+            Children.Remove(pidfd);
+            PidFds.Remove(pid);
             Close(pidfd);
             throw new System.ComponentModel.Win32Exception(errno, $"epoll_ctl for child {pid} failed");
         }
-        return exit.Task;
+    }
+
+    /// <summary>
+    /// Stops watching a paused child and closes its pidfd, so a paused worker holds no descriptor here. Its exit, if it
+    /// dies meanwhile, is seen at <see cref="Unpark"/>: an unreaped child's pid cannot be reused, and a pidfd opened on
+    /// one that has exited is readable at once.
+    /// </summary>
+    public static void Park(int pid)
+    {
+        lock (Gate)
+        {
+            if (!PidFds.Remove(pid, out var pidfd) || !Children.Remove(pidfd, out var child))
+                return; // exited and reaped already, or parked
+            EpollCtl(Epoll, EPOLL_CTL_DEL, pidfd, null);
+            Close(pidfd);
+            ParkedChildren[pid] = child.Exit;
+        }
+    }
+
+    /// <summary>Watches a parked child again (before it is resumed or signalled). Does nothing for one that is watched.</summary>
+    public static void Unpark(int pid)
+    {
+        lock (Gate)
+        {
+            if (!ParkedChildren.Remove(pid, out var exit))
+                return;
+            try
+            {
+                Add(pid, exit);
+            }
+            catch (System.ComponentModel.Win32Exception)
+            {
+                // No descriptor to spare: wait for the exit the blocking way, off this thread (it is our child, unreaped).
+                _ = Task.Run(() => exit.TrySetResult(Reap(pid, wait: true)));
+            }
+        }
     }
 
     /// <summary>SIGKILL to a child that cannot be watched, and waits for it: no worker runs unwatched.</summary>
     public static void KillAndReap(int pid)
     {
         Signals.Send(pid, Signals.SIGKILL);
-        Reap(pid);
+        Reap(pid, wait: true);
     }
 
     static void Loop(int epoll)
@@ -79,25 +127,37 @@ static unsafe partial class ChildReaper
         {
             var ready = EpollWait(epoll, events, Max, -1);
             if (ready < 0)
-                continue; // EINTR
+            {
+                // EINTR: again at once; anything else (not expected) must not turn into a busy loop.
+                if (Marshal.GetLastPInvokeError() != EINTR)
+                    Thread.Sleep(100);
+                continue;
+            }
             for (var i = 0; i < ready; i++)
             {
                 var pidfd = (int)*(ulong*)(events + i * stride + DataOffset);
-                if (!Children.TryRemove(pidfd, out var child))
-                    continue;
-                EpollCtl(epoll, EPOLL_CTL_DEL, pidfd, null);
-                Close(pidfd);
-                child.Exit.TrySetResult(Reap(child.Pid));
+                (int Pid, TaskCompletionSource<int> Exit) child;
+                lock (Gate)
+                {
+                    if (!Children.Remove(pidfd, out child))
+                        continue; // parked meanwhile: seen again at Unpark
+                    PidFds.Remove(child.Pid);
+                    EpollCtl(epoll, EPOLL_CTL_DEL, pidfd, null);
+                    Close(pidfd);
+                }
+                // The pidfd is readable: the child has exited, so waitpid answers at once. WNOHANG all the same: if
+                // someone else reaped it, a blocking wait could wait on the pid reused by another process.
+                child.Exit.TrySetResult(Reap(child.Pid, wait: false));
             }
         }
     }
 
-    static int Reap(int pid)
+    static int Reap(int pid, bool wait)
     {
         int status;
         int got;
         do
-            got = WaitPid(pid, &status, 0);
+            got = WaitPid(pid, &status, wait ? 0 : WNOHANG);
         while (got < 0 && Marshal.GetLastPInvokeError() == EINTR);
         if (got != pid)
             return 255; // reaped by someone else (a SIGCHLD set to SIG_IGN by whoever started the service): status lost
@@ -120,6 +180,7 @@ static unsafe partial class ChildReaper
     const int EPOLL_CTL_DEL = 2;
     const uint EPOLLIN = 1;
     const int EINTR = 4;
+    const int WNOHANG = 1;
     const long SYS_pidfd_open = 434; // the same number on every architecture
 
     static int PidfdOpen(int pid) => (int)Syscall(SYS_pidfd_open, pid, 0);

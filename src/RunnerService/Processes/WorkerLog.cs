@@ -38,6 +38,6 @@ static partial class WorkerLog
     public static partial void WarmSpawnFailed(ILogger logger, Exception exception);
 
     [LoggerMessage(EventId = 103, EventName = "OpenFileLimit", Level = LogLevel.Information,
-        Message = "Open-file limit {Limit}, {Open} open at start: room for {Workers} workers with open pipes (three each; a paused worker holds none when {Parking}), {Reserve} descriptors kept free")]
-    public static partial void OpenFileLimit(ILogger logger, ulong limit, int open, int workers, string parking, int reserve);
+        Message = "Open-file limit {Limit}, {Open} open at start: room for {Workers} workers with open pipes ({PerWorker} descriptors each; a paused worker holds none when {Parking}), {Reserve} descriptors kept free")]
+    public static partial void OpenFileLimit(ILogger logger, ulong limit, int open, int workers, int perWorker, string parking, int reserve);
 }

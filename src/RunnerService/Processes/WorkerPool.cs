@@ -29,7 +29,10 @@ sealed class WorkerPool : IDisposable
     volatile bool _stopping;
 
     /// <summary>Most workers with open pipes the open-file limit allows (0: unknown, no check).</summary>
-    int _room;
+    /// <summary>Descriptors workers may hold here: the open-file limit less what was open at start and a reserve (0 = unknown).</summary>
+    long _budget;
+    /// <summary>Descriptors a worker with open pipes holds here besides them: the pidfd <see cref="ChildReaper"/> watches (a parked one holds none).</summary>
+    readonly int _watchDescriptors;
 
     /// <summary>The only variables a worker inherits from the service (plus <see cref="RunnerOptions.WorkerEnvironment"/>).</summary>
     static readonly string[] InheritedVariables =
@@ -48,8 +51,9 @@ sealed class WorkerPool : IDisposable
         _environment = WorkerEnvironment();
         if (_credentials is null && NativeSpawn.Supported)
         {
-            _startWorker = new NativeSpawn(options.EffectiveWorkerCommand, options.WorkerArguments, _environment).Start;
+            _startWorker = new NativeSpawn(ResolveCommand(options.EffectiveWorkerCommand), options.WorkerArguments, _environment).Start;
             _ownGroups = true; // POSIX_SPAWN_SETSID
+            _watchDescriptors = 1;
         }
         else
         {
@@ -68,10 +72,11 @@ sealed class WorkerPool : IDisposable
     public int PeakAlive => Volatile.Read(ref _peakAlive);
 
     /// <summary>
-    /// Sizes the descriptor budget. Only workers with open pipes cost descriptors here (three each): running, idle,
-    /// or paused where /proc cannot reopen pipes. They are bounded by slots, warm workers and the reuse pool, so the
-    /// budget is checked against that bound at start: a limit too low for the configuration fails the start clearly
-    /// rather than failing invocations later.
+    /// Sizes the descriptor budget. Workers with open pipes cost three descriptors here (running, idle, or paused where
+    /// /proc cannot reopen pipes), plus, when started through posix_spawn, the pidfd that watches their exit; a parked
+    /// worker holds none. Workers with open pipes are bounded by slots, warm workers and the reuse pool, so the budget is
+    /// checked against that bound at start: a limit too low for the configuration fails the start clearly rather than
+    /// failing invocations later.
     /// </summary>
     public void Start()
     {
@@ -92,14 +97,16 @@ sealed class WorkerPool : IDisposable
         var open = OpenFileLimit.OpenNow();
         // Room for the broker, database and HTTP connections, logs and spawns in flight: a quarter, 64 to 512.
         var reserve = (int)Math.Clamp((long)limit / 4, 64, 512);
-        _room = (int)Math.Max(0, Math.Min(int.MaxValue, ((long)limit - open - reserve) / 3));
+        _budget = Math.Max(1, (long)Math.Min(limit, long.MaxValue / 2) - open - reserve);
+        var perWorker = 3 + _watchDescriptors;
+        var room = (int)Math.Min(int.MaxValue, _budget / perWorker);
         var needed = _options.EffectiveSlots * (_options.MaxInvocationsPerProcess > 1 ? 2 : 1) + _options.WarmWorkers;
         var parking = PipeParkingWorks() ? "paused" : "paused (not here: /proc cannot reopen pipes)";
-        WorkerLog.OpenFileLimit(_logger, limit, open, _room, parking, reserve);
-        if (_room < needed)
+        WorkerLog.OpenFileLimit(_logger, limit, open, room, perWorker, parking, reserve);
+        if (room < needed)
         {
             throw new InvalidOperationException(
-                $"The open-file limit ({limit}, {open} open) leaves room for {_room} workers with open pipes, but {_options.EffectiveSlots} slots" +
+                $"The open-file limit ({limit}, {open} open) leaves room for {room} workers with open pipes, but {_options.EffectiveSlots} slots" +
                 (_options.WarmWorkers > 0 ? $" and {_options.WarmWorkers} warm workers" : "") +
                 (_options.MaxInvocationsPerProcess > 1 ? " with reuse" : "") +
                 $" need {needed}: raise the limit (ulimit -n, LimitNOFILE) or lower Runner:Slots / Runner:WarmWorkers");
@@ -133,8 +140,8 @@ sealed class WorkerPool : IDisposable
         {
             // A backstop: with pipe parking the slots bound the workers with open pipes, and the start checked that
             // they fit. Reported as EMFILE, which the caller treats as a shortage to wait out.
-            if (_room > 0 && OpenPipeHolders() >= _room)
-                throw new System.ComponentModel.Win32Exception(24, $"{OpenPipeHolders()} workers with open pipes fill the room the open-file limit leaves ({_room}); waiting for some to end");
+            if (NoRoom())
+                throw new System.ComponentModel.Win32Exception(24, $"{OpenPipeHolders()} workers with open pipes and {Alive} alive fill the {_budget} descriptors the open-file limit leaves; waiting for some to end");
             worker = await SpawnAsync().ConfigureAwait(false);
         }
         Replenish();
@@ -146,6 +153,9 @@ sealed class WorkerPool : IDisposable
 
     int OpenPipeHolders() => Alive - Volatile.Read(ref _parked);
 
+    /// <summary>True when one more worker with open pipes would not fit in the descriptor budget (a parked worker holds none).</summary>
+    bool NoRoom() => _budget > 0 && (3L + _watchDescriptors) * (OpenPipeHolders() + 1) > _budget;
+
     /// <summary>
     /// Waits, holding no slot, while workers with open pipes fill the descriptor room. That only happens where paused
     /// workers cannot close their pipe ends (no /proc access to them): new intake then waits for resumes and ends to
@@ -153,11 +163,27 @@ sealed class WorkerPool : IDisposable
     /// </summary>
     public async Task WaitForRoomAsync(CancellationToken cancellationToken)
     {
-        while (_room > 0 && OpenPipeHolders() >= _room)
+        while (NoRoom())
             await Task.Delay(RoomPoll, cancellationToken).ConfigureAwait(false);
     }
 
     static readonly TimeSpan RoomPoll = TimeSpan.FromMilliseconds(100);
+
+    /// <summary>
+    /// A relative command where <see cref="Process"/> looks for it, in its order: next to the running executable, then
+    /// in the current folder; anything else is left to posix_spawnp's PATH search.
+    /// </summary>
+    static string ResolveCommand(string command)
+    {
+        if (Path.IsPathRooted(command))
+            return command;
+        foreach (var folder in new[] { Path.GetDirectoryName(Environment.ProcessPath), Environment.CurrentDirectory })
+        {
+            if (folder is not null && File.Exists(Path.Combine(folder, command)))
+                return Path.GetFullPath(Path.Combine(folder, command));
+        }
+        return command;
+    }
 
     /// <summary>The worker's whole environment, built once.</summary>
     Dictionary<string, string> WorkerEnvironment()
@@ -233,7 +259,7 @@ sealed class WorkerPool : IDisposable
     /// <summary>Tops the warm pool up to <see cref="RunnerOptions.WarmWorkers"/> idle workers, in the background.</summary>
     void Replenish()
     {
-        while (!_stopping && _warm.Count + Volatile.Read(ref _warming) < _options.WarmWorkers && (_room == 0 || OpenPipeHolders() < _room))
+        while (!_stopping && _warm.Count + Volatile.Read(ref _warming) < _options.WarmWorkers && !NoRoom())
         {
             Interlocked.Increment(ref _warming);
             _ = Task.Run(async () =>

@@ -102,6 +102,9 @@ sealed class WorkerProcess
     /// <summary>Sends a signal to the worker and its group.</summary>
     void Signal(int signal)
     {
+        // A parked worker's exit is watched again first: whatever the signal does, Exited must see it.
+        if (signal != Signals.SIGSTOP)
+            WatchAgain(terminal: signal is Signals.SIGKILL or Signals.SIGTERM);
         if (_ownGroup)
             Signals.SendToGroup(Pid, signal);
         // The worker itself, even if it left its group (and while the group does not exist yet).
@@ -153,6 +156,35 @@ sealed class WorkerProcess
         _stdin.Dispose();
         _stdout.Dispose();
         SetParked(true);
+        // Nor its exit watch (ChildReaper's pidfd): a paused worker holds no descriptor here at all.
+        lock (_watchLock)
+        {
+            if (_spawned.Owner is null && !_ending)
+            {
+                ChildReaper.Park(Pid);
+                _watchParked = true;
+            }
+        }
+    }
+
+    readonly Lock _watchLock = new();
+    bool _watchParked;
+    bool _ending;
+
+    /// <summary>
+    /// The exit of a worker started through posix_spawn is watched again after <see cref="Pause"/> parked it; after a
+    /// terminal signal (<paramref name="terminal"/>) it is never parked again.
+    /// </summary>
+    void WatchAgain(bool terminal = false)
+    {
+        lock (_watchLock)
+        {
+            _ending |= terminal;
+            if (!_watchParked)
+                return;
+            ChildReaper.Unpark(Pid);
+            _watchParked = false;
+        }
     }
 
     void SetParked(bool parked)
@@ -175,6 +207,7 @@ sealed class WorkerProcess
         var reopened = true;
         if (Parked)
         {
+            WatchAgain();
             var pipes = _pipes.Reopen(Pid);
             if (pipes.Stdin is null || pipes.Stdout is null)
             {

@@ -234,7 +234,11 @@ kill_node() {
         if [[ -d /proc/$beam && $(awk '{print $3}' "/proc/$beam/stat" 2>/dev/null) == Z ]]; then break; fi
         sleep 0.2
     done
-    [[ -d /proc/$beam && $(awk '{print $3}' "/proc/$beam/stat" 2>/dev/null) != Z ]] && die "node $k (pid $beam) still runs"
+    # The state is read once: the launcher may reap the zombie between a test for /proc/PID and the read of its stat
+    # (an empty state then means gone, not running).
+    local state
+    state=$(awk '{print $3}' "/proc/$beam/stat" 2>/dev/null || true)
+    [[ -n $state && $state != Z && $state != X ]] && die "node $k (pid $beam) still runs (state $state)"
     log "node $k is down"
 }
 

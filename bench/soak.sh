@@ -24,6 +24,17 @@
 # stopped and wiped on exit). Runs `RunnerService.Bench.dll chaos` (bench/RunnerService.Bench/Chaos/): 3 replicas,
 # one of them behind a TCP proxy of the bench's own for the partition, faults during a mixed load, then the history
 # checker (bench/RESULTS.md, "Chaos run"). Exit code 0 only when it finds no violation.
+#
+# Cluster mode:  bash bench/soak.sh chaos --cluster N [chaos options]
+#   e.g. bash bench/soak.sh chaos --cluster 3 --count 2000 --rate 5 --in-flight 60 --sigkills 0 --sigterms 0 \
+#            --partitions 0 --node-kills 1 --node-stops 1          (the recorded run, bench/RESULTS.md "Cluster mode")
+# Instead of the single broker, a private N-node RabbitMQ cluster with deploy/local/rabbitmq-cluster.sh (state
+# /tmp/chaos-cluster, AMQP 5981..5981+N-1, management +10000, epmd 4681; override with CHAOS_CLUSTER_DIR /
+# CHAOS_CLUSTER_PORT / CHAOS_CLUSTER_EPMD_PORT), stopped on exit however the script ends. The bench gets
+# --cluster-urls and --cluster-script: replica i lists every node starting at node (i mod N)+1, the bench's own bus
+# every node from node 1, every durable queue is a quorum queue. New faults --node-kills K / --node-stops S
+# (`rabbitmq-cluster.sh kill-node X KILL|TERM`, later `start-node X`; X = the node most replicas are connected to, or
+# --kill-node X); --broker-restarts is not available, the replica faults (--sigkills, --sigterms, --partitions) are.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -45,6 +56,22 @@ if [[ ${1:-} == chaos ]]; then
     mode=chaos
     shift
 fi
+cluster=0
+if [[ $mode == chaos ]]; then
+    # --cluster N is soak.sh's own: taken out of the arguments, replaced by --cluster-urls/--cluster-script below.
+    rest=()
+    while (($# > 0)); do
+        if [[ $1 == --cluster ]]; then
+            [[ ${2:-} =~ ^[0-9]+$ ]] && (($2 >= 2)) || { log "--cluster needs a node count >= 2"; exit 2; }
+            cluster=$2
+            shift 2
+        else
+            rest+=("$1")
+            shift
+        fi
+    done
+    set -- ${rest[@]+"${rest[@]}"}
+fi
 for arg in "$@"; do
     if [[ $arg == -h || $arg == --help ]]; then
         dotnet build -c Release -nologo -v q bench/RunnerService.Bench/RunnerService.Bench.csproj >&2
@@ -53,6 +80,12 @@ for arg in "$@"; do
 done
 
 started_broker=0
+started_cluster=0
+cluster_env() {
+    export RUNNER_CLUSTER_DIR=${CHAOS_CLUSTER_DIR:-/tmp/chaos-cluster}
+    export RUNNER_CLUSTER_PORT=${CHAOS_CLUSTER_PORT:-5981}
+    export RUNNER_CLUSTER_EPMD_PORT=${CHAOS_CLUSTER_EPMD_PORT:-4681}
+}
 started_postgres=0
 postgres_env() {
     export RUNNER_PG_DIR=${CHAOS_PG_DIR:-/tmp/chaos-postgres}
@@ -65,6 +98,11 @@ cleanup() {
     if [[ $started_broker == 1 ]]; then
         log "stopping the soak broker"
         bash deploy/local/rabbitmq.sh stop || log "WARNING: stopping the soak broker failed"
+    fi
+    if [[ $started_cluster == 1 ]]; then
+        log "stopping the chaos run's RabbitMQ cluster"
+        cluster_env
+        bash deploy/local/rabbitmq-cluster.sh stop || log "WARNING: stopping the chaos run's RabbitMQ cluster failed"
     fi
     if [[ $started_postgres == 1 ]]; then
         log "stopping the chaos run's PostgreSQL"
@@ -89,11 +127,20 @@ dotnet publish -c Release -nologo -clp:NoSummary src/RunnerService/RunnerService
 log "publishing the Native AOT worker to artifacts/soak/aot-worker"
 worker=$(bash deploy/local/publish-aot-worker.sh "$repo/artifacts/soak/aot-worker")
 
-log "starting the soak broker (fresh state in $RUNNER_BROKER_DIR)"
-bash deploy/local/rabbitmq.sh stop
-rm -rf "$RUNNER_BROKER_DIR"
-started_broker=1
-eval "$(bash deploy/local/rabbitmq.sh start)"
+if ((cluster > 0)); then
+    cluster_env
+    log "starting a private $cluster-node RabbitMQ cluster (fresh state in $RUNNER_CLUSTER_DIR, AMQP from $RUNNER_CLUSTER_PORT, epmd $RUNNER_CLUSTER_EPMD_PORT)"
+    bash deploy/local/rabbitmq-cluster.sh stop
+    rm -rf "$RUNNER_CLUSTER_DIR"
+    started_cluster=1
+    eval "$(bash deploy/local/rabbitmq-cluster.sh start "$cluster")"
+else
+    log "starting the soak broker (fresh state in $RUNNER_BROKER_DIR)"
+    bash deploy/local/rabbitmq.sh stop
+    rm -rf "$RUNNER_BROKER_DIR"
+    started_broker=1
+    eval "$(bash deploy/local/rabbitmq.sh start)"
+fi
 log "setup took $((SECONDS - t0)) s"
 
 # Deep trees of waits keep thousands of paused workers (about 9,000 at the peak of the default run), each holding
@@ -108,6 +155,13 @@ if [[ $mode == chaos ]]; then
     rm -rf "$RUNNER_PG_DIR"
     started_postgres=1
     eval "$(bash deploy/local/postgres.sh start)"
+    if ((cluster > 0)); then
+        # The bench kills and restarts nodes with deploy/local/rabbitmq-cluster.sh and the RUNNER_CLUSTER_* exported above.
+        dotnet "$bench_dll" chaos --service-dll "$repo/artifacts/soak/service/RunnerService.dll" --worker "$worker" \
+            --sagas "$RUNNER_TEST_POSTGRES" --cluster-urls "$RABBITMQ_CLUSTER_URLS" \
+            --cluster-script "$repo/deploy/local/rabbitmq-cluster.sh" "$@"
+        exit $?
+    fi
     # The bench restarts the broker with deploy/local/rabbitmq.sh and the RUNNER_BROKER_* exported above.
     dotnet "$bench_dll" chaos --service-dll "$repo/artifacts/soak/service/RunnerService.dll" --worker "$worker" \
         --sagas "$RUNNER_TEST_POSTGRES" --rabbitmq-script "$repo/deploy/local/rabbitmq.sh" "$@"

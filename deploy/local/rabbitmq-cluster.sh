@@ -231,8 +231,13 @@ kill_node() {
     log "SIG$sig to node $k ($(node_name "$k"), beam pid $beam)"
     kill -"$sig" "$beam"
     deadline=$((SECONDS + 90))
-    # Gone, or a zombie nobody reaped yet (the broker and its launcher are not this script's children).
-    running() { [[ -n $1 && -d /proc/$1 && $(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) != Z ]]; }
+    # Gone, or a zombie nobody reaped yet (the broker and its launcher are not this script's children). The state is
+    # read once: the process may be reaped between a test for /proc/PID and the read of its stat (empty = gone).
+    running() {
+        local state
+        state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null || true)
+        [[ -n $1 && -n $state && $state != Z && $state != X ]]
+    }
     while (running "$beam" || running "$launcher") && ((SECONDS < deadline)); do
         sleep 0.2
     done

@@ -7,6 +7,8 @@ sealed class ChaosOptions
 {
     public const string Usage = """
         chaos mode: RunnerService.Bench.dll chaos [options]   (normally: bash bench/soak.sh chaos [options])
+          (bash bench/soak.sh chaos --cluster N ... starts a private N-node RabbitMQ cluster instead of the single broker
+          and passes --cluster-urls and --cluster-script: the cluster mode)
           --count N                 root invocations (default 10000): sleep, cpu, marker, fib, fanout
           --replicas R              RunnerService processes sharing one PostgreSQL saga store (default 3)
           --slots S                 Runner__Slots of each (default 4)
@@ -17,9 +19,24 @@ sealed class ChaosOptions
           --sigkills K              SIGKILL + restart of a random replica, K times (default 4)
           --sigterms T              SIGTERM (graceful stop) + restart of a random replica, T times (default 3)
           --broker-restarts B       deploy/local/rabbitmq.sh stop + start, state kept (default 2)
-          --partitions P            cuts of the last replica's broker connection through the TCP proxy (default 1)
+          --partitions P            cuts of the last replica's broker connection through the TCP proxy (default 1; in
+                                    cluster mode one proxy per node, all cut at once)
           --partition-seconds X     length of a cut (default 30)
           --new-connections MODE    during a cut: blackhole (accept, never forward; default) or refuse
+          --cluster-urls URLS       cluster mode: the nodes' AMQP URLs, comma-separated (bash bench/soak.sh chaos --cluster N
+                                    starts the cluster and passes them). Replica i lists every node starting at node
+                                    (i mod N)+1, the bench's own bus every node from node 1; every durable queue is a
+                                    quorum queue (the service's default with several nodes; the bench's events queue too).
+                                    --broker-restarts defaults to 0 and must stay 0; the node faults below replace it
+          --cluster-script PATH     deploy/local/rabbitmq-cluster.sh, run with this process's RUNNER_CLUSTER_* environment
+                                    for the node faults (required when --node-kills or --node-stops > 0)
+          --node-kills K            cluster mode: `kill-node N KILL` (SIGKILL of a broker node), later `start-node N`;
+                                    K times (default 0)
+          --node-stops S            cluster mode: the same with SIGTERM (graceful node stop); S times (default 0)
+          --kill-node N|busiest     the node those faults hit (default busiest: at the fault, the node that most live
+                                    replicas are connected to, from /proc/net/tcp; ties: the one whose replicas hold
+                                    more paused workers)
+          --node-down-seconds A..B  how long a node stays down before start-node (default 10..20)
           --fault-gap-seconds G     least time from the end of one fault to the next (default 20)
           --stale-after T           Runner__StaleAfter (default 00:00:10)
           --heartbeat T             Runner__HeartbeatInterval (default 00:00:02)
@@ -68,11 +85,21 @@ sealed class ChaosOptions
     public bool KeepSchema;
     public string RunDirectory = Path.Combine(Path.GetTempPath(), $"runner-chaos-{DateTime.UtcNow:yyyyMMdd-HHmmss}");
 
-    public int Faults => SigKills + SigTerms + BrokerRestarts + Partitions;
+    public IReadOnlyList<Uri> ClusterNodes = [];
+    public string? ClusterScript;
+    public int NodeKills;
+    public int NodeStops;
+    public int? KillNode; // null: the busiest node at the fault
+    public (double Min, double Max) NodeDownSeconds = (10, 20);
+
+    public bool IsCluster => ClusterNodes.Count > 0;
+
+    public int Faults => SigKills + SigTerms + BrokerRestarts + Partitions + NodeKills + NodeStops;
 
     public static ChaosOptions Parse(string[] args)
     {
         var o = new ChaosOptions();
+        var brokerRestartsGiven = false;
         for (var i = 1; i < args.Length; i++)
         {
             string Next() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]} needs a value");
@@ -88,7 +115,22 @@ sealed class ChaosOptions
                 case "--rate": o.Rate = double.Parse(Next(), CultureInfo.InvariantCulture); break;
                 case "--sigkills": o.SigKills = Int(); break;
                 case "--sigterms": o.SigTerms = Int(); break;
-                case "--broker-restarts": o.BrokerRestarts = Int(); break;
+                case "--broker-restarts": o.BrokerRestarts = Int(); brokerRestartsGiven = true; break;
+                case "--cluster-urls":
+                    o.ClusterNodes = [.. Next().Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries).Select(u => new Uri(u))];
+                    break;
+                case "--cluster-script": o.ClusterScript = Path.GetFullPath(Next()); break;
+                case "--node-kills": o.NodeKills = Int(); break;
+                case "--node-stops": o.NodeStops = Int(); break;
+                case "--kill-node":
+                    var node = Next();
+                    o.KillNode = node == "busiest" ? null : int.Parse(node, CultureInfo.InvariantCulture);
+                    break;
+                case "--node-down-seconds":
+                    var range = Next().Split("..");
+                    var min = double.Parse(range[0], CultureInfo.InvariantCulture);
+                    o.NodeDownSeconds = (min, range.Length > 1 ? double.Parse(range[1], CultureInfo.InvariantCulture) : min);
+                    break;
                 case "--partitions": o.Partitions = Int(); break;
                 case "--partition-seconds": o.PartitionLength = Seconds(); break;
                 case "--new-connections":
@@ -125,6 +167,22 @@ sealed class ChaosOptions
             throw new ArgumentException($"--worker missing or not found: '{o.Worker}'");
         if (string.IsNullOrWhiteSpace(o.Sagas))
             throw new ArgumentException("--sagas (an Npgsql connection string) is required");
+        if (o.IsCluster)
+        {
+            if (brokerRestartsGiven && o.BrokerRestarts > 0)
+                throw new ArgumentException("--broker-restarts is the single broker's fault; on a cluster use --node-kills / --node-stops");
+            o.BrokerRestarts = 0;
+            if (o.ClusterNodes.Count < 2)
+                throw new ArgumentException("--cluster-urls needs at least 2 nodes");
+            if (o.NodeKills + o.NodeStops > 0 && (o.ClusterScript is null || !File.Exists(o.ClusterScript)))
+                throw new ArgumentException($"--cluster-script missing or not found: '{o.ClusterScript}' (needed for --node-kills / --node-stops)");
+            if (o.KillNode is { } k && (k < 1 || k > o.ClusterNodes.Count))
+                throw new ArgumentException($"--kill-node must be 1..{o.ClusterNodes.Count} or busiest");
+            if (o.NodeDownSeconds.Min < 0 || o.NodeDownSeconds.Max < o.NodeDownSeconds.Min)
+                throw new ArgumentException("--node-down-seconds must be A..B with 0 <= A <= B");
+        }
+        else if (o.NodeKills + o.NodeStops > 0)
+            throw new ArgumentException("--node-kills / --node-stops need a cluster (--cluster-urls; bash bench/soak.sh chaos --cluster 3)");
         if (o.BrokerRestarts > 0 && (o.RabbitMqScript is null || !File.Exists(o.RabbitMqScript)))
             throw new ArgumentException($"--rabbitmq-script missing or not found: '{o.RabbitMqScript}' (needed for --broker-restarts)");
         if (o.Replicas < 2)

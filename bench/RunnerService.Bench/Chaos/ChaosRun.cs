@@ -64,7 +64,8 @@ static class ChaosRun
         ChaosHistory _history = null!;
         BrokerAdmin? _admin;
         string? _vhostName;
-        PartitionProxy? _proxy;
+        readonly List<PartitionProxy> _proxies = []; // one per node (one for the single broker)
+        readonly Dictionary<int, int> _nodeOfPort = []; // cluster mode: node AMQP port or proxy port -> node number
         IBusControl? _bus;
         string _state = "";
         Task _poller = Task.CompletedTask;
@@ -81,7 +82,9 @@ static class ChaosRun
                 $"{o.SigTerms} SIGTERM, {o.BrokerRestarts} broker restarts, {o.Partitions} × {o.PartitionLength.TotalSeconds:F0} s partition " +
                 $"({(o.RefuseNewConnections ? "new connections refused" : "new connections black-holed")}); StaleAfter {o.StaleAfter:c}, " +
                 $"HeartbeatInterval {o.Heartbeat:c}, RecoveryInterval {o.Recovery:c}; open deadline {o.OpenDeadline.TotalSeconds:F0} s; " +
-                $"{Environment.ProcessorCount} cores, load {ProcStats.LoadAverage()}; run folder {o.RunDirectory}; saga schema {o.SagaSchema}");
+                $"{Environment.ProcessorCount} cores, load {ProcStats.LoadAverage()}; run folder {o.RunDirectory}; saga schema {o.SagaSchema}" +
+                (o.IsCluster ? $"; cluster of {o.ClusterNodes.Count} nodes ({string.Join(' ', o.ClusterNodes.Select(n => n.Authority))}), node faults: {o.NodeKills} SIGKILL, " +
+                    $"{o.NodeStops} SIGTERM of node {(o.KillNode is { } kn ? kn.ToString(CultureInfo.InvariantCulture) : "busiest")}, down {o.NodeDownSeconds.Min:F0}..{o.NodeDownSeconds.Max:F0} s" : ""));
             _history = new ChaosHistory(o.RunDirectory, _watch);
             var leftovers = _watch.ScanWorkers();
             if (leftovers.Count > 0)
@@ -91,14 +94,28 @@ static class ChaosRun
             _vhostName = $"chaos-{DateTime.UtcNow:HHmmss}";
             var vhost = await _admin.CreateVirtualHostAsync(_vhostName);
             _state = Directory.CreateTempSubdirectory("runner-chaos-state-").FullName;
+            // Cluster mode: every node's URL on the run's virtual host (the vhost is cluster-wide).
+            List<Uri> nodes = o.IsCluster ? [.. o.ClusterNodes.Select(n => new UriBuilder(n) { Path = vhost.AbsolutePath }.Uri)] : [vhost];
 
             // The run's own bus: a durable queue for the events (it keeps what is published while the bus reconnects
             // after a broker restart); redeliveries to it are counted once by message id.
             _bus = Bus.Factory.CreateUsingRabbitMq(cfg =>
             {
-                cfg.Host(vhost);
+                // On a cluster it lists every node from node 1 (as the service's BrokerConnection does), so it survives the
+                // loss of any one; its events queue is a quorum queue, available while a majority of the nodes runs.
+                cfg.Host(nodes[0], h =>
+                {
+                    if (nodes.Count > 1)
+                        h.UseCluster(c =>
+                        {
+                            foreach (var n in nodes)
+                                c.Node($"{n.Host}:{n.Port}");
+                        });
+                });
                 cfg.ReceiveEndpoint(EventsQueue, e =>
                 {
+                    if (o.IsCluster)
+                        e.SetQuorumQueue();
                     e.PrefetchCount = 512;
                     e.ConcurrentMessageLimit = 1;
                     e.Handler<InvocationStarted>(c => { _history.OnStarted(c.Message, c.MessageId); return Task.CompletedTask; });
@@ -109,20 +126,33 @@ static class ChaosRun
                 await _bus.StartAsync(cts.Token);
             var client = new InvocationClient(_bus);
 
-            if (o.Partitions > 0)
+            for (var k = 0; k < nodes.Count; k++)
             {
-                var target = new IPEndPoint(IPAddress.Parse(o.Broker.Host == "localhost" ? "127.0.0.1" : o.Broker.Host), o.Broker.Port);
-                _proxy = new PartitionProxy(target, o.RefuseNewConnections);
-                Log($"partition proxy on 127.0.0.1:{_proxy.Port} -> {target}");
+                _nodeOfPort[nodes[k].Port] = k + 1;
+                if (o.Partitions > 0)
+                {
+                    var target = new IPEndPoint(IPAddress.Parse(nodes[k].Host == "localhost" ? "127.0.0.1" : nodes[k].Host), nodes[k].Port);
+                    var proxy = new PartitionProxy(target, o.RefuseNewConnections);
+                    _proxies.Add(proxy);
+                    _nodeOfPort[proxy.Port] = k + 1;
+                    Log($"partition proxy on 127.0.0.1:{proxy.Port} -> {target}");
+                }
             }
             for (var i = 1; i <= o.Replicas; i++)
             {
-                var proxied = _proxy is not null && i == o.Replicas;
-                var broker = proxied ? new UriBuilder(vhost) { Port = _proxy!.Port }.Uri : vhost;
+                var proxied = _proxies.Count > 0 && i == o.Replicas;
+                Uri Node(int k) => proxied ? new UriBuilder(nodes[k]) { Port = _proxies[k].Port }.Uri : nodes[k];
+                // Cluster mode: replica i lists every node starting at node (i mod N) + 1, so each is connected first
+                // to a different node (with 3 replicas on 3 nodes: r1 -> node 2, r2 -> node 3, r3 -> node 1).
+                var first = i % nodes.Count;
+                var order = Enumerable.Range(0, nodes.Count).Select(k => (first + k) % nodes.Count).ToList();
+                var connection = o.IsCluster ? string.Join(',', order.Select(k => Node(k).ToString())) : null;
                 var id = $"chaos-r{i}";
                 var markers = new MarkerPipe(Path.Combine(o.RunDirectory, $"markers-{id}.fifo"), Path.Combine(o.RunDirectory, $"markers-{id}.txt"));
                 _markers.Add(markers);
-                _replicas.Add(new Replica(id, broker, proxied, markers.FifoPath));
+                _replicas.Add(new Replica(id, Node(order[0]), proxied, markers.FifoPath, connection));
+                if (connection is not null)
+                    Log($"{id}: ConnectionStrings__RabbitMq={connection}");
             }
             foreach (var r in _replicas)
                 await r.StartAsync(o, _state, Log);
@@ -341,6 +371,7 @@ static class ChaosRun
         {
             var kinds = Enumerable.Repeat("SIGKILL", o.SigKills).Concat(Enumerable.Repeat("SIGTERM", o.SigTerms))
                 .Concat(Enumerable.Repeat("broker-restart", o.BrokerRestarts)).Concat(Enumerable.Repeat("partition", o.Partitions))
+                .Concat(Enumerable.Repeat("node-kill", o.NodeKills)).Concat(Enumerable.Repeat("node-stop", o.NodeStops))
                 .OrderBy(_ => _rng.Next()).ToArray();
             var at = Enumerable.Range(0, kinds.Length).Select(i => 0.05 + 0.87 * (i + _rng.NextDouble()) / kinds.Length).ToArray();
             Log($"fault plan: {string.Join(", ", kinds.Select((k, i) => $"{k} at {at[i]:P0} submitted"))}");
@@ -358,6 +389,8 @@ static class ChaosRun
                     "SIGKILL" => await KillAsync(i + 1, _faultTarget!),
                     "SIGTERM" => await TerminateAsync(i + 1, _faultTarget!),
                     "broker-restart" => await RestartBrokerAsync(i + 1),
+                    "node-kill" => await NodeFaultAsync(i + 1, "KILL"),
+                    "node-stop" => await NodeFaultAsync(i + 1, "TERM"),
                     _ => await PartitionAsync(i + 1, _replicas.Single(r => r.Proxied)),
                 };
                 _faultTarget = null;
@@ -478,11 +511,14 @@ static class ChaosRun
             return record;
         }
 
-        async Task<(int Code, string Output)> RunScriptAsync(string verb)
+        Task<(int Code, string Output)> RunScriptAsync(string verb) => RunScriptAsync(o.RabbitMqScript!, verb);
+
+        static async Task<(int Code, string Output)> RunScriptAsync(string script, params string[] args)
         {
             var start = new ProcessStartInfo("bash") { RedirectStandardOutput = true, RedirectStandardError = true };
-            start.ArgumentList.Add(o.RabbitMqScript!);
-            start.ArgumentList.Add(verb);
+            start.ArgumentList.Add(script);
+            foreach (var a in args)
+                start.ArgumentList.Add(a);
             using var process = Process.Start(start)!;
             var stdout = process.StandardOutput.ReadToEndAsync();
             var stderr = process.StandardError.ReadToEndAsync();
@@ -491,15 +527,117 @@ static class ChaosRun
             return (process.ExitCode, output.Length > 2000 ? output[^2000..] : output);
         }
 
+        /// <summary>
+        /// Cluster mode: SIGKILL or SIGTERM of one broker node (rabbitmq-cluster.sh kill-node), --node-down-seconds down,
+        /// then start-node (it rejoins with its data). The node is --kill-node, or the one most live replicas are connected
+        /// to; the fault waits up to 30 s for those replicas to hold a paused worker (work that waits on children), so
+        /// the node goes while its replicas run and hold paused work. The submitter pauses while the node goes, so no
+        /// publish of ours waits on a confirm the node takes with it.
+        /// </summary>
+        async Task<FaultRecord> NodeFaultAsync(int number, string signal)
+        {
+            int node;
+            Dictionary<int, List<Replica>> connected;
+            var waited = Stopwatch.StartNew();
+            while (true)
+            {
+                connected = ConnectedReplicas();
+                node = o.KillNode ?? connected.OrderByDescending(c => c.Value.Count).ThenByDescending(c => c.Value.Sum(Paused)).ThenBy(_ => _rng.Next()).First().Key;
+                if (connected[node].Sum(Paused) > 0 || waited.Elapsed > TimeSpan.FromSeconds(30))
+                    break;
+                await Task.Delay(250, _stop.Token);
+            }
+            var on = connected[node];
+            var record = Begin(number, signal == "KILL" ? "node-kill" : "node-stop", $"node {node} ({o.ClusterNodes[node - 1].Authority})");
+            var before = $"replicas connected to it: {(on.Count == 0 ? "none" : string.Join(", ", on.Select(r => $"{r.InstanceId} ({Paused(r)} paused workers)")))}";
+            TimeSpan downAfter;
+            await _submitGate.WaitAsync(_stop.Token);
+            try
+            {
+                var (code, output) = await RunScriptAsync(o.ClusterScript!, "kill-node", node.ToString(CultureInfo.InvariantCulture), signal);
+                downAfter = DateTimeOffset.UtcNow - record.StartedAt;
+                if (code != 0)
+                    throw new InvalidOperationException($"rabbitmq-cluster.sh kill-node {node} {signal} failed ({code}): {output}");
+                await Task.Delay(2000, _stop.Token);
+            }
+            finally
+            {
+                _submitGate.Release();
+            }
+            var downFor = TimeSpan.FromSeconds(o.NodeDownSeconds.Min + _rng.NextDouble() * (o.NodeDownSeconds.Max - o.NodeDownSeconds.Min));
+            await Task.Delay(downFor, _stop.Token);
+            var moved = ConnectedReplicas();
+            var whileDown = $"while down: {string.Join(", ", moved.Where(c => c.Value.Count > 0).Select(c => $"node {c.Key} <- {string.Join('+', c.Value.Select(r => r.InstanceId))}"))}";
+            var (startCode, startOutput) = await RunScriptAsync(o.ClusterScript!, "start-node", node.ToString(CultureInfo.InvariantCulture));
+            if (startCode != 0)
+                throw new InvalidOperationException($"rabbitmq-cluster.sh start-node {node} failed ({startCode}): {startOutput}");
+            record.Detail = $"{before}; down after {downAfter.TotalSeconds:F1} s (SIG{signal}); {whileDown}; start-node after {downFor.TotalSeconds:F0} s down; " +
+                $"back after {(DateTimeOffset.UtcNow - record.StartedAt).TotalSeconds:F1} s";
+            return record;
+        }
+
+        static int Paused(Replica r) => r.IsUp ? r.Service!.ChildPids().Count(p => ProcWatch.State(p) == "T") : 0;
+
+        /// <summary>
+        /// Cluster mode: which node each live replica holds an established TCP connection to (its sockets in
+        /// /proc/PID/fd matched with /proc/net/tcp; a proxied replica's proxy port counts as the proxy's node).
+        /// </summary>
+        Dictionary<int, List<Replica>> ConnectedReplicas()
+        {
+            var result = Enumerable.Range(1, o.ClusterNodes.Count).ToDictionary(k => k, _ => new List<Replica>());
+            var sockets = new Dictionary<string, int>(); // socket inode -> remote port
+            foreach (var file in new[] { "/proc/net/tcp", "/proc/net/tcp6" })
+            {
+                if (!File.Exists(file))
+                    continue;
+                foreach (var line in File.ReadLines(file).Skip(1))
+                {
+                    var f = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+                    if (f.Length < 10 || f[3] != "01")
+                        continue;
+                    sockets[f[9]] = int.Parse(f[2][(f[2].LastIndexOf(':') + 1)..], NumberStyles.HexNumber, CultureInfo.InvariantCulture);
+                }
+            }
+            foreach (var r in _replicas.Where(r => r.IsUp))
+            {
+                var nodesOfReplica = new HashSet<int>();
+                try
+                {
+                    foreach (var fd in Directory.EnumerateFileSystemEntries($"/proc/{r.Service!.Pid}/fd"))
+                    {
+                        string? target;
+                        try
+                        {
+                            target = new FileInfo(fd).LinkTarget;
+                        }
+                        catch (IOException)
+                        {
+                            continue;
+                        }
+                        if (target is not null && target.StartsWith("socket:[", StringComparison.Ordinal)
+                            && sockets.TryGetValue(target[8..^1], out var port) && _nodeOfPort.TryGetValue(port, out var node))
+                            nodesOfReplica.Add(node);
+                    }
+                }
+                catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+                {
+                }
+                foreach (var node in nodesOfReplica)
+                    result[node].Add(r);
+            }
+            return result;
+        }
+
         async Task<FaultRecord> PartitionAsync(int number, Replica replica)
         {
             var record = Begin(number, "partition", replica.InstanceId);
-            var before = _proxy!.BlackHoled;
-            var reset = _proxy.Cut();
+            var before = _proxies.Sum(p => p.BlackHoled);
+            var reset = _proxies.Sum(p => p.Cut());
             await Task.Delay(o.PartitionLength);
-            _proxy.Heal();
+            foreach (var p in _proxies)
+                p.Heal();
             record.Detail = $"{reset} connections reset at the cut, " +
-                (o.RefuseNewConnections ? "new connections refused (listener closed)" : $"{_proxy.BlackHoled - before} new connections black-holed") +
+                (o.RefuseNewConnections ? "new connections refused (listener closed)" : $"{_proxies.Sum(p => p.BlackHoled) - before} new connections black-holed") +
                 $" during it; healed after {(DateTimeOffset.UtcNow - record.StartedAt).TotalSeconds:F1} s";
             return record;
         }
@@ -583,7 +721,8 @@ static class ChaosRun
                 "==== chaos summary ====",
                 $"seed {o.Seed}; {o.Replicas} replicas × {o.Slots} slots, in flight ≤ {o.InFlight}{(o.Rate > 0 ? $", ≤ {o.Rate} roots/s" : "")}; StaleAfter {o.StaleAfter:c}, HeartbeatInterval {o.Heartbeat:c}, " +
                 $"RecoveryInterval {o.Recovery:c}, ShutdownGrace 00:00:05, KillGrace 00:00:02; {Environment.ProcessorCount} cores; elapsed {elapsed.TotalSeconds:F0} s",
-                $"replica starts: {string.Join(", ", _replicas.Select(r => $"{r.InstanceId} {r.Starts}{(r.Proxied ? " (behind the proxy)" : "")}"))}",
+                $"replica starts: {string.Join(", ", _replicas.Select(r => $"{r.InstanceId} {r.Starts}{(r.Proxied ? " (behind the proxy)" : "")}" +
+                    (o.IsCluster ? $" (first node {_nodeOfPort[r.Broker.Port]})" : "")))}",
                 $"faults ({_history.Faults.Count}); the last ended at {lastFaultEnd:HH:mm:ss.fff}; " +
                 (atDeadline is null ? "everything was final before the open deadline (checked at the end instead)" : $"open deadline snapshot at {atDeadline.TakenAt:HH:mm:ss.fff}"),
             };
@@ -631,8 +770,8 @@ static class ChaosRun
                 {
                 }
             }
-            if (_proxy is not null)
-                await _proxy.DisposeAsync();
+            foreach (var p in _proxies)
+                await p.DisposeAsync();
             if (_admin is not null)
             {
                 if (_vhostName is not null)

@@ -57,6 +57,26 @@ public class WorkerConversationTests
     }
 
     [Fact]
+    public async Task Lines_already_in_the_pipe_are_read_even_when_the_first_read_starts_after_the_deadline()
+    {
+        // A resumed worker wrote its result and exited while the runner was still busy elsewhere (a slow publish): the
+        // exit's output deadline passed before the read began. The result is in the pipe and must not be lost.
+        using var server = new AnonymousPipeServerStream(PipeDirection.Out);
+        using var client = new AnonymousPipeClientStream(PipeDirection.In, server.ClientSafePipeHandle);
+        server.Write(Encoding.UTF8.GetBytes("{\"type\":\"log\",\"message\":\"done\"}\n{\"type\":\"result\",\"result\":7}\n"));
+        var conversation = new WorkerConversation(Stream.Null, client, 1024);
+        using var passed = new CancellationTokenSource();
+        await passed.CancelAsync();
+        Assert.IsType<LogMessage>(Assert.IsType<WorkerEvent.Received>(await conversation.ReadAsync(passed.Token)).Message);
+        var result = Assert.IsType<WorkerEvent.Received>(await conversation.ReadAsync(passed.Token));
+        Assert.Equal(7, Assert.IsType<ResultMessage>(result.Message).Result!.Value.GetInt32());
+        // Nothing more comes (a grandchild still holds the pipe open): the late reads are still abandoned, soon.
+        var watch = System.Diagnostics.Stopwatch.StartNew();
+        Assert.Equal(new WorkerEvent.Closed(null), await conversation.ReadAsync(passed.Token).AsTask().WaitAsync(TimeSpan.FromSeconds(10)));
+        Assert.True(watch.Elapsed < TimeSpan.FromSeconds(5), $"the late read was abandoned after {watch.Elapsed}");
+    }
+
+    [Fact]
     public async Task A_message_larger_than_the_pipe_to_a_reader_that_never_reads_stalls_at_the_deadline_without_blocking()
     {
         using var server = new AnonymousPipeServerStream(PipeDirection.In);

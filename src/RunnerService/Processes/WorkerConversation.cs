@@ -23,6 +23,11 @@ sealed class WorkerConversation
 
     public int MaxLineBytes => _stdout.MaxLineBytes;
 
+    /// <summary>How long reads that start after their deadline may still take, all together.</summary>
+    public static readonly TimeSpan LateReadGrace = TimeSpan.FromSeconds(1);
+
+    CancellationTokenSource? _late;
+
     /// <summary>Goes on over new streams of the same pipes (reopened after a pause).</summary>
     public void Rebind(Stream stdin, Stream stdout)
     {
@@ -30,9 +35,18 @@ sealed class WorkerConversation
         _stdout.Rebind(stdout);
     }
 
-    /// <summary>The next event on stdout. <paramref name="abandon"/> ends a read that the worker's exit left open.</summary>
+    /// <summary>
+    /// The next event on stdout. <paramref name="abandon"/> ends a read that the worker's exit left open. A deadline
+    /// that passed before the runner came to read (busy publishing, say) must not cost what the worker wrote before it
+    /// exited: reads that start after it get one late window of <see cref="LateReadGrace"/>, shared by all of them.
+    /// </summary>
     public async ValueTask<WorkerEvent> ReadAsync(CancellationToken abandon)
     {
+        if (abandon.IsCancellationRequested)
+        {
+            _late ??= new CancellationTokenSource(LateReadGrace);
+            abandon = _late.Token;
+        }
         while (true)
         {
             LineReadResult read;

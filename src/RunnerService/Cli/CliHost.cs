@@ -78,5 +78,5 @@ static class CliHost
 
     /// <summary>The broker address without its credentials.</summary>
     static string Describe(BrokerConnection broker) =>
-        $"{broker.Primary.Scheme}://{string.Join(',', broker.Nodes.Select(n => $"{n.Host}:{BrokerConnection.PortOf(n)}"))}{broker.Primary.AbsolutePath}";
+        $"{broker.Primary.Scheme}://{string.Join(',', broker.Endpoints)}{broker.Primary.AbsolutePath}";
 }

@@ -25,6 +25,9 @@ sealed partial class BrokerConnection
 
     public bool IsCluster => Nodes.Count > 1;
 
+    /// <summary>Every node as <c>host:port</c> (default port filled in), in the order given.</summary>
+    public IEnumerable<string> Endpoints => Nodes.Select(n => $"{n.Host}:{PortOf(n)}");
+
     public static BrokerConnection Resolve(IConfiguration configuration) => Parse(configuration.GetConnectionString(Name));
 
     public static BrokerConnection Parse(string? value)
@@ -57,8 +60,8 @@ sealed partial class BrokerConnection
             if (IsCluster)
                 host.UseCluster(cluster =>
                 {
-                    foreach (var node in Nodes)
-                        cluster.Node($"{node.Host}:{PortOf(node)}");
+                    foreach (var endpoint in Endpoints)
+                        cluster.Node(endpoint);
                 });
         });
 

@@ -61,7 +61,7 @@ public sealed record EffectiveSettings
     {
         var user = broker.Primary.UserInfo.Split(':', 2)[0];
         var vhost = Uri.UnescapeDataString(broker.Primary.AbsolutePath.TrimStart('/'));
-        var hosts = string.Join(',', broker.Nodes.Select(n => $"{n.Host}:{BrokerConnection.PortOf(n)}"));
+        var hosts = string.Join(',', broker.Endpoints);
         return $"{(user.Length > 0 ? Uri.UnescapeDataString(user) + "@" : "")}{hosts}/{vhost}";
     }
 

@@ -21,6 +21,9 @@ sealed class BenchOptions
     public int LatencyN { get; set; } = 200;
     public int BaselineLatencyN { get; set; } = 40;
 
+    /// <summary>(rtt) one-at-a-time broker round trips (ping → pong) per run.</summary>
+    public int RoundTripN { get; set; } = 300;
+
     /// <summary>(c) wait/resume samples per run.</summary>
     public int ResumeN { get; set; } = 40;
 
@@ -62,7 +65,7 @@ sealed class BenchOptions
     public int CeleryThroughputN => CeleryN ?? ThroughputN;
     public int CeleryFreshThroughputN => CeleryFreshN ?? ThroughputN;
 
-    /// <summary>Scenarios to run (a..g, baseline, jit, celery); empty = all (celery only with --with-celery).</summary>
+    /// <summary>Scenarios to run (a..g, rtt, demo, baseline, jit, celery); empty = all (celery only with --with-celery).</summary>
     public HashSet<string> Only { get; } = new(StringComparer.OrdinalIgnoreCase);
 
     public string RepoRoot { get; set; } = FindRepoRoot();
@@ -94,6 +97,9 @@ sealed class BenchOptions
     public bool Wants(string scenario) =>
         (scenario != "celery" || WithCelery) && (Only.Count == 0 || Only.Contains(scenario));
 
+    /// <summary>What --only ratios runs: Celery and every scenario a row of issue 14's headline is computed from.</summary>
+    public static readonly string[] RatioScenarios = ["a", "reuse", "e", "celery", "b", "rtt", "d", "demo"];
+
     public static BenchOptions Parse(string[] args)
     {
         var o = new BenchOptions();
@@ -111,6 +117,7 @@ sealed class BenchOptions
                 case "--jit-n": o.JitWorkerThroughputN = NextInt(); break;
                 case "--latency-n": o.LatencyN = NextInt(); break;
                 case "--baseline-latency-n": o.BaselineLatencyN = NextInt(); break;
+                case "--rtt-n": o.RoundTripN = NextInt(); break;
                 case "--resume-n": o.ResumeN = NextInt(); break;
                 case "--cpu-n": o.CpuN = NextInt(); break;
                 case "--cpu-ms": o.CpuMs = NextInt(); break;
@@ -124,9 +131,11 @@ sealed class BenchOptions
                 case "--only":
                     foreach (var s in Next().Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
                     {
-                        // "ratios": Celery plus exactly our figures its ratios need (a, a.reuse, and the floor from e).
+                        // "ratios": Celery plus exactly our figures issue 14's headline needs: a (fresh, service CPU), reuse,
+                        // e (floors, start p50), b and rtt (latency ÷ its floor), d and demo (÷ ideal). The four added with
+                        // the latency, demo and d rows take about two minutes together, against Celery's many.
                         if (s.Equals("ratios", StringComparison.OrdinalIgnoreCase))
-                            o.Only.UnionWith(["a", "reuse", "e", "celery"]);
+                            o.Only.UnionWith(RatioScenarios);
                         else
                             o.Only.Add(s);
                     }
@@ -140,13 +149,13 @@ sealed class BenchOptions
                 case "--celery-python": o.CeleryPython = Next(); break;
                 case "--celery-backend": o.CeleryBackend = Next(); break;
                 case "--skip-g":
-                    foreach (var s in new[] { "a", "reuse", "b", "bwarm", "c", "d", "e", "f", "baseline", "jit", "celery" })
+                    foreach (var s in new[] { "a", "reuse", "b", "bwarm", "c", "d", "e", "f", "rtt", "demo", "baseline", "jit", "celery" })
                         o.Only.Add(s);
                     break;
                 case "--quick":
                     // A smoke run: every scenario, small sizes, 2 runs. Not for RESULTS.md.
                     o.Runs = 2; o.ThroughputN = 200; o.BaselineThroughputN = 30; o.JitWorkerThroughputN = 30; o.LatencyN = 30;
-                    o.BaselineLatencyN = 10; o.ResumeN = 10; o.SpawnN = 50; o.JitSpawnN = 5; o.MemoryN = 3;
+                    o.RoundTripN = 50; o.BaselineLatencyN = 10; o.ResumeN = 10; o.SpawnN = 50; o.JitSpawnN = 5; o.MemoryN = 3;
                     o.Queued = 1000; o.Paused = 100; o.PeakRuns = 1;
                     o.CeleryN = 200; o.CeleryFreshN = 20; o.CeleryWarmup = 40; o.CeleryFreshWarmup = 4; o.CeleryLatencyN = 20;
                     break;
@@ -186,14 +195,16 @@ sealed class BenchOptions
           --baseline-n N        (a) for the naive baseline (default 200)
           --jit-n N             (a) for the service driving the JIT worker (default 200)
           --latency-n N         (b) sequential invocations per run (default 200; baseline: --baseline-latency-n, 40)
+          --rtt-n N             (rtt) one-at-a-time broker round trips (ping → pong) per run (default 300)
           --resume-n N          (c) wait/resume samples per run (default 40)
           --cpu-n N --cpu-ms M  (d) N x cpu{ms:M} on the slots (default 16 x 200)
           --spawn-n N           (e) AOT spawns per run (default 200; JIT: --jit-spawn-n, 20)
           --memory-n N          (f) workers measured per run (default 5)
           --queued N --paused N (g) sizes (default 10000 / 1000); --peak-runs R (default 5), --peak-slots S (default 2)
           --slots S             slots of the service and the baseline (default 2)
-          --only a,b,...        scenarios: a reuse b bwarm c d e f g baseline jit celery (default: all); --skip-g = all but g;
-                                ratios = a,reuse,e,celery (Celery and the figures its ratios need)
+          --only a,b,...        scenarios: a reuse b bwarm c d e f g rtt demo baseline jit celery (default: all); --skip-g = all
+                                but g; ratios = a,reuse,e,celery,b,rtt,d,demo (Celery and every figure of issue 14's headline)
+                                rtt = broker round trip (ping → pong), demo = 50 × sleep 100 ms on the slots ÷ ideal
           --with-celery         also run Celery (bench/celery/) on the bench's broker, result backend redis: defaults,
                                 acks_late + prefetch 1, and that with --max-tasks-per-child=1; prints the ratios first.
                                 bench/run.sh installs python3-celery and redis-server and starts redis on 6399.

@@ -39,6 +39,7 @@ var scenarios = new Scenarios(options, admin, report);
 var steps = new (string Id, Func<Task> Run)[]
 {
     ("e", scenarios.SpawnAsync),
+    ("rtt", new BrokerRoundTrip(options, admin, report).RunAsync),
     ("f", scenarios.MemoryAsync),
     ("baseline", scenarios.BaselineAsync),
     ("a", scenarios.ThroughputAsync),
@@ -49,6 +50,7 @@ var steps = new (string Id, Func<Task> Run)[]
     ("bwarm", scenarios.LatencyWarmAsync),
     ("c", scenarios.WaitResumeAsync),
     ("d", () => scenarios.CpuBoundAsync(baseline: false)),
+    ("demo", scenarios.DemoSleepAsync),
     ("baseline", () => scenarios.CpuBoundAsync(baseline: true)),
     ("g", scenarios.PeakRssAsync),
 };

@@ -50,6 +50,11 @@ sealed class Scenarios(BenchOptions o, BrokerAdmin admin, Report report)
             Id = "a.capacity", Name = "(a) derived: cores ÷ own CPU ms per invocation (service+workers+broker+client)", Unit = "inv/s",
             Note = "what the measured CPU cost per invocation allows on this machine with no other load; not a throughput measurement",
         });
+        var serviceCpu = report.Add(new Figure
+        {
+            Id = "a.service_cpu", Name = "(a) service CPU per fresh invocation (/proc utime+stime, until the saga drained)", Unit = "ms",
+            Target = "≤ 1.0", Meets = v => v <= 1.0,
+        });
         await using var env = await RunnerEnvironmentAsync("a", BenchBus.Events.None, o.Slots, extra: PerfEnvironment());
         await WarmUpAsync(env, 1000, figure);
         for (var run = 0; run < o.Runs; run++)
@@ -61,6 +66,7 @@ sealed class Scenarios(BenchOptions o, BrokerAdmin admin, Report report)
             sustained.Runs.Add(r.SustainedPerSecond);
             var own = new[] { "service", "workers", "broker", "bench_client" }.Sum(k => Convert.ToDouble(r.Details[$"cpu_ms_per_invocation_{k}"], CultureInfo.InvariantCulture));
             capacity.Runs.Add(Environment.ProcessorCount * 1000 / own);
+            serviceCpu.Runs.Add(Convert.ToDouble(r.Details["cpu_ms_per_invocation_service"], CultureInfo.InvariantCulture));
             figure.Details[$"run{run + 1}"] = r.Details;
             Log($"(a) run {run + 1}: {r.PerSecond:F0}/s completions, {r.SustainedPerSecond:F0}/s incl. saga drain, failures {r.Failures}");
         }
@@ -397,27 +403,60 @@ sealed class Scenarios(BenchOptions o, BrokerAdmin admin, Report report)
         var figure = report.Add(baseline
             ? new Figure { Id = "d.base", Name = $"(d) naive: {o.CpuN}×cpu {o.CpuMs} ms / ideal {ideal:0.##} s", Unit = "× ideal" }
             : new Figure { Id = "d", Name = $"(d) {o.CpuN}×cpu {o.CpuMs} ms on {o.Slots} slots / ideal {ideal:0.##} s", Unit = "× ideal", Target = "≤ 1.1", Meets = v => v <= 1.1, BaselineId = "d.base" });
+        figure.Details["ideal_seconds"] = ideal;
         await using var env = baseline ? await NaiveEnvironmentAsync("dbase") : await RunnerEnvironmentAsync("d", BenchBus.Events.None, o.Slots);
         await WarmUpAsync(env, baseline ? 10 : 500, figure);
-        var args = Json($"{{\"ms\":{o.CpuMs}}}");
-        for (var run = 0; run < o.Runs; run++)
+        await BatchRunsAsync(env, figure, baseline ? "d, naive" : "d", "cpu", o.CpuN, o.CpuMs, ideal);
+    }
+
+    /// <summary>
+    /// The demo of README (deploy/local/demo.sh, issue 14's target): 50 × sleep {ms: 100} submitted at once to a service
+    /// with the slots (2) and otherwise its default configuration, first publish → last completion ÷ the ideal 2.5 s.
+    /// A first, unmeasured run on the fresh service is recorded as "cold_first_run" (what a user running the demo
+    /// once sees); then the usual warm-up and the measured runs.
+    /// </summary>
+    public async Task DemoSleepAsync()
+    {
+        const int n = 50, ms = 100;
+        var ideal = n * ms / (double)o.Slots / 1000;
+        var figure = report.Add(new Figure
+        {
+            Id = "demo", Name = $"demo: {n}×sleep {ms} ms on {o.Slots} slots / ideal {ideal:0.##} s", Unit = "× ideal", Target = "≤ 1.2", Meets = v => v <= 1.2,
+        });
+        figure.Details["ideal_seconds"] = ideal;
+        await using var env = await RunnerEnvironmentAsync("demo", BenchBus.Events.None, o.Slots);
+        var cold = report.Add(new Figure { Id = "demo.cold", Name = "demo: first run on the fresh service (not warmed up), one sample", Unit = "× ideal" });
+        await BatchRunsAsync(env, cold, "demo, cold", "sleep", n, ms, ideal, runs: 1);
+        await WarmUpAsync(env, 200, figure);
+        await BatchRunsAsync(env, figure, "demo", "sleep", n, ms, ideal);
+    }
+
+    /// <summary>Runs of <paramref name="n"/> × task {ms} submitted at once; each run's figure value is first publish → last completion ÷ ideal.</summary>
+    async Task BatchRunsAsync(ScenarioEnvironment env, Figure figure, string label, string task, int n, int ms, double ideal, int? runs = null)
+    {
+        var args = Json($"{{\"ms\":{ms}}}");
+        for (var run = 0; run < (runs ?? o.Runs); run++)
         {
             var before = CpuSnapshot.Take(env.Service.Pid, _brokerPid);
             var clock = Stopwatch.StartNew();
             using var cts = new CancellationTokenSource(TimeSpan.FromMinutes(5));
-            var done = await Task.WhenAll(Enumerable.Range(0, o.CpuN).Select(_ => env.Bus.Client.RunAsync(Invocation("cpu", args), cts.Token)));
+            var done = await Task.WhenAll(Enumerable.Range(0, n).Select(_ => env.Bus.Client.RunAsync(Invocation(task, args), cts.Token)));
             var seconds = clock.Elapsed.TotalSeconds;
             var after = CpuSnapshot.Take(env.Service.Pid, _brokerPid);
-            if (done.Any(c => c.Status != InvocationStatus.Succeeded))
-                throw new InvalidOperationException("a cpu invocation failed");
+            if (done.FirstOrDefault(c => c.Status != InvocationStatus.Succeeded) is { } failed)
+                throw new InvalidOperationException($"a {task} invocation failed: {failed.Error}");
             figure.Runs.Add(seconds / ideal);
-            var details = CpuSnapshot.PerInvocation(before, after, o.CpuN);
+            var details = CpuSnapshot.PerInvocation(before, after, n);
             details["seconds"] = Math.Round(seconds, 3);
             details["run_for_ms_p50"] = Math.Round(Stats.Median([.. done.Select(c => c.RunFor.TotalMilliseconds)]), 1);
+            details["run_for_ms_max"] = Math.Round(done.Max(c => c.RunFor.TotalMilliseconds), 1);
+            details["queued_for_ms_max"] = Math.Round(done.Max(c => c.QueuedFor.TotalMilliseconds), 1);
             details["loadavg"] = ProcStats.LoadAverage();
             figure.Details[$"run{run + 1}"] = details;
-            Log($"(d{(baseline ? ", naive" : "")}) run {run + 1}: {seconds:F3} s = {seconds / ideal:F3} × ideal");
+            Log($"({label}) run {run + 1}: {seconds:F3} s = {seconds / ideal:F3} × ideal, run time p50 {details["run_for_ms_p50"]} ms");
         }
+        figure.Details["n"] = n;
+        figure.Details["ms"] = ms;
     }
 
     // ---------------------------------------------------------------- baseline (a), (b)
@@ -457,20 +496,41 @@ sealed class Scenarios(BenchOptions o, BrokerAdmin admin, Report report)
         string[] none = [];
         await WorkerSpawner.FirstReplyAsync(o.AotWorkerPath, none, 10);
         await WorkerSpawner.FirstReplyAsync("dotnet", [o.JitWorkerDllPath], 2);
+        // Issue 14's "worker start floor p50": one fresh AOT worker start+hello+exit, one at a time; from the C parent
+        // (the machine's floor) when bench/tools/spawnfloor.c ran in every run, else from this .NET parent.
+        var cycleC = new List<double>();
+        var cycleNet = new List<double>();
         for (var run = 0; run < o.Runs; run++)
         {
-            aot.Runs.Add(Stats.Median(await WorkerSpawner.FirstReplyAsync(o.AotWorkerPath, none, o.SpawnN)));
+            var cycles = new List<double>(o.SpawnN);
+            aot.Runs.Add(Stats.Median(await WorkerSpawner.FirstReplyAsync(o.AotWorkerPath, none, o.SpawnN, cycles)));
+            cycleNet.Add(Stats.Median(cycles));
             apphost.Runs.Add(Stats.Median(await WorkerSpawner.FirstReplyAsync(o.JitWorkerAppHost, none, o.JitSpawnN)));
             dll.Runs.Add(Stats.Median(await WorkerSpawner.FirstReplyAsync("dotnet", [o.JitWorkerDllPath], o.JitSpawnN)));
             floor.Runs.Add(await WorkerSpawner.FloorAsync(o.AotWorkerPath, none, o.SpawnN * 2, Environment.ProcessorCount));
             floorDll.Runs.Add(await WorkerSpawner.FloorAsync("dotnet", [o.JitWorkerDllPath], o.JitSpawnN, Environment.ProcessorCount));
             if (await WorkerSpawner.NativeFloorAsync(o.SpawnFloorToolPath, o.SpawnN, 1, o.AotWorkerPath) is { } seq)
+            {
                 native.Runs.Add(seq.GetProperty("p50_ms").GetDouble());
+                if (seq.TryGetProperty("cycle_p50_ms", out var cycle))
+                    cycleC.Add(cycle.GetDouble());
+            }
             if (await WorkerSpawner.NativeFloorAsync(o.SpawnFloorToolPath, o.SpawnN * 2, Environment.ProcessorCount, o.AotWorkerPath) is { } par)
                 floorC.Runs.Add(par.GetProperty("rate_per_s").GetDouble());
             Log($"(e) run {run + 1}: AOT {aot.Runs[^1]:F2} ms, apphost {apphost.Runs[^1]:F1} ms, dotnet dll {dll.Runs[^1]:F1} ms, floor {floor.Runs[^1]:F0}/s" +
                 (floorC.Runs.Count > run ? $", C floor {floorC.Runs[^1]:F0}/s, C p50 {native.Runs[^1]:F2} ms" : ""));
         }
+        var fromC = cycleC.Count == o.Runs;
+        var start = report.Add(new Figure
+        {
+            Id = "start.p50",
+            Name = $"worker start floor p50: AOT worker start+hello+exit, one at a time ({(fromC ? "C posix_spawn parent" : ".NET parent")})",
+            Unit = "ms",
+        });
+        start.Runs.AddRange(fromC ? cycleC : cycleNet);
+        start.Details["source"] = fromC ? "bench/tools/spawnfloor.c, 1 loop, cycle_p50_ms" : "WorkerSpawner (.NET Process), sequential cycle";
+        start.Details["dotnet_parent_runs_ms"] = cycleNet.Select(v => Math.Round(v, 3)).ToList();
+        start.Details["n_per_run"] = o.SpawnN;
         aot.Details["n_per_run"] = o.SpawnN;
         dll.Details["n_per_run"] = o.JitSpawnN;
         if (native.Runs.Count == 0)

@@ -53,14 +53,20 @@ static class WorkerSpawner
         return new IdleWorker(process, elapsed);
     }
 
-    /// <summary>Spawn → first reply, sequentially, in milliseconds.</summary>
-    public static async Task<List<double>> FirstReplyAsync(string file, IReadOnlyList<string> args, int count)
+    /// <summary>
+    /// Spawn → first reply, sequentially, in milliseconds. With <paramref name="cycles"/>: also each whole cycle
+    /// (spawn → hello → stdin closed → exit awaited), what one fresh process costs a one-at-a-time caller.
+    /// </summary>
+    public static async Task<List<double>> FirstReplyAsync(string file, IReadOnlyList<string> args, int count, List<double>? cycles = null)
     {
         var times = new List<double>(count);
         for (var i = 0; i < count; i++)
         {
-            await using var worker = await StartAsync(file, args);
+            var clock = Stopwatch.StartNew();
+            var worker = await StartAsync(file, args);
+            await worker.DisposeAsync();
             times.Add(worker.FirstReply.TotalMilliseconds);
+            cycles?.Add(clock.Elapsed.TotalMilliseconds);
         }
         return times;
     }

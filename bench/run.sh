@@ -4,7 +4,7 @@
 #        bash bench/run.sh --only a,b --runs 3
 #        bash bench/run.sh --help
 #        bash bench/run.sh --with-celery                     (everything, plus Celery and the ratios)
-#        bash bench/run.sh --with-celery --only ratios       (Celery plus our matching figures: a, reuse, e)
+#        bash bench/run.sh --with-celery --only ratios       (Celery plus the headline's figures: a, reuse, e, b, rtt, d, demo)
 #
 # 1. starts a private RabbitMQ with deploy/local/rabbitmq.sh on the bench's own ports
 #    (state /tmp/bench-broker, AMQP 5752, management 15752, dist 25752, epmd 4452, prometheus 16752;

@@ -54,6 +54,7 @@ sealed class Scenarios(BenchOptions o, BrokerAdmin admin, Report report)
         {
             Id = "a.service_cpu", Name = "(a) service CPU per fresh invocation (/proc utime+stime, until the saga drained)", Unit = "ms",
             Target = "≤ 1.0", Meets = v => v <= 1.0,
+            Note = "each run: cpu_ms_per_invocation_service of figure a's details (service process only; workers and broker not in it)",
         });
         await using var env = await RunnerEnvironmentAsync("a", BenchBus.Events.None, o.Slots, extra: PerfEnvironment());
         await WarmUpAsync(env, 1000, figure);

@@ -360,6 +360,39 @@ public sealed class OwnershipTests(BrokerFixture broker, ITestOutputHelper outpu
         AssertNoOverlap(MarkerAttempts(markers, longChild.InvocationId));
     }
 
+    [Fact]
+    public async Task A_sub_invocation_published_twice_runs_once_when_its_copies_reach_two_replicas()
+    {
+        await using var env = await RunnerEnvironment.StartAsync(broker, output, slots: 1, runners: 0);
+        env.VerifySagasOnDispose = false; // the parent is made up: it never waits for the child
+        var markers = Path.Combine(env.StateDirectory, "markers.txt");
+        var settings = new Dictionary<string, string> { ["Runner__WorkerEnvironment__RUNNER_MARKER_FILE"] = markers };
+        await env.StartRunnerAsync(1, settings, "copies-a");
+        await env.StartRunnerAsync(1, settings, "copies-b");
+        var child = new RunInvocation
+        {
+            InvocationId = NewId.NextGuid(),
+            TaskName = "marker",
+            Arguments = Json.Parse("{\"ms\":4000}"),
+            ParentInvocationId = NewId.NextGuid(),
+        };
+
+        // As a publish retried after a lost confirm does: the same sub-invocation twice. Each replica has one slot and
+        // takes one delivery at a time, so the second copy goes to the replica the first one does not occupy.
+        await env.Bus.Client.SubmitAsync(child);
+        var first = await env.Bus.WaitForStartedAsync(child.InvocationId, Patience);
+        await env.Bus.Client.SubmitAsync(child);
+        await TestBus.PollAsync(() => env.Bus.Completed.FirstOrDefault(c => c.InvocationId == child.InvocationId), Patience, "the first completion");
+        // Time for a second run of 4 s to end and publish, had it started next to the first.
+        await Task.Delay(7000);
+
+        var runs = MarkerAttempts(markers, child.InvocationId);
+        output.WriteLine($"first started on {first.RunnerInstance}; " + string.Join("; ", runs.Select(x => $"pid {x.Pid}: {x.Start}..{x.Last} ended={x.Ended}")));
+        Assert.Single(runs);
+        Assert.Single(env.Bus.Completed, c => c.InvocationId == child.InvocationId);
+        Assert.Null(await env.Bus.GetAsync("run-invocation_error"));
+    }
+
     /// <summary>One run of an invocation: one worker process (a redelivery taken over keeps its attempt number).</summary>
     sealed record AttemptRun(int Attempt, int Pid, long Start, long Last, bool Ended);
 

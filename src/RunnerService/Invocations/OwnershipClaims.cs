@@ -11,8 +11,8 @@ using RunnerService.Saga.Persistence;
 namespace RunnerService.Invocations;
 
 /// <summary>
-/// Asks the saga for ownership before a redelivered or repeated attempt starts, so no invocation runs twice at the
-/// same time. First deliveries skip it: they cannot meet another run of the same attempt, and they are the hot path.
+/// Asks the saga for ownership before a redelivered or repeated attempt, or any sub-invocation, starts, so no
+/// invocation runs twice at the same time. First deliveries of root invocations skip it: they are the hot path.
 /// </summary>
 sealed class OwnershipClaims(
     IRequestClient<ClaimInvocation> client,
@@ -27,10 +27,15 @@ sealed class OwnershipClaims(
     /// <summary>
     /// Whether a delivery must claim through the saga before it runs: a redelivery, a retry, a reroute, or a child
     /// asked for again by its parent's later attempt or re-run may meet another run of the same invocation (live or
-    /// finished). First deliveries skip it: they cannot, and they are the hot path.
+    /// finished). So may the first delivery of any sub-invocation: its parent's publish may have gone out twice (a
+    /// publish retried after a lost confirm), and a parent that runs again asks for the same child id, perhaps while
+    /// the first copy of its message is still queued or running on another replica. Only first deliveries of root
+    /// invocations skip the claim: a root's id is its publisher's, and they are the hot path (one saga round trip
+    /// per invocation saved).
     /// </summary>
     public static bool Needed(ConsumeContext context, RunInvocation invocation) =>
-        context.ReceiveContext.Redelivered || invocation.Attempt > 1 || invocation.ParentAttempt > 1 || invocation.ParentRerun == true;
+        context.ReceiveContext.Redelivered || invocation.Attempt > 1 || invocation.ParentInvocationId is not null
+        || invocation.ParentAttempt > 1 || invocation.ParentRerun == true;
 
     /// <summary>
     /// True when this replica may run the attempt. While another replica that still heartbeats owns it, waits (up to
@@ -81,10 +86,11 @@ sealed class OwnershipClaims(
                 ClaimLog.Refused(logger, invocation.InvocationId, attempt, reply.Status, reply.Owner ?? "-", reply.Attempt);
                 return false; // finished, superseded, or owned by someone alive: this delivery is not needed
             }
-            if (askedAgainClaim && ownerAlive)
+            if ((askedAgainClaim || !context.ReceiveContext.Redelivered) && ownerAlive)
             {
-                // A child asked for again whose own run is held by a live replica: left to it, at once (waiting for
-                // that owner to go stale would hold a consumer slot per child for the stale limit).
+                // A second copy (a child asked for again, a publish that went out twice) of what a live replica holds:
+                // left to it, at once. The saga records that owner, so its recovery runs the invocation again should the
+                // owner die; waiting for it to go stale would hold one of the consumer's deliveries for the stale limit.
                 ClaimLog.Refused(logger, invocation.InvocationId, attempt, reply.Status, reply.Owner ?? "-", reply.Attempt);
                 return false;
             }

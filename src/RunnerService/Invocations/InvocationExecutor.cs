@@ -64,9 +64,39 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, ReplySend
     public Uri InstanceAddress { get; } = options.Value.InstanceAddress;
 
     /// <summary>Starts a fresh worker for <paramref name="invocation"/> and drives it until it ends or waits.</summary>
+    /// <param name="lease">The slot it holds; it goes back once the worker has exited or paused (<see cref="InSlotAsync"/>).</param>
     public async Task RunNewAsync(ConsumeContext context, RunInvocation invocation, int attempt, DateTime queuedSince, SlotLease lease)
     {
         using var runActivity = RunnerActivitySource.StartRun(context, invocation, attempt);
+        await InSlotAsync(lease, () => StartAndRunAsync(context, invocation, attempt, queuedSince)).ConfigureAwait(false);
+    }
+
+    /// <summary>Writes the awaited outcomes to a paused worker, lets it run (SIGCONT) and drives it on.</summary>
+    /// <param name="lease">The slot it holds; it goes back once the worker has exited or paused again (<see cref="InSlotAsync"/>).</param>
+    public async Task ResumeAsync(ConsumeContext context, WorkerSession session, IReadOnlyList<DependencyOutcome> results, SlotLease lease)
+    {
+        var pausedFor = session.PausedAt is { } pausedAt ? DateTimeOffset.UtcNow - pausedAt : TimeSpan.Zero;
+        using var runActivity = RunnerActivitySource.StartResume(context, session.Invocation, session.Attempt, pausedFor);
+        await InSlotAsync(lease, () => ResumeAndRunAsync(context, session, results, pausedFor)).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// The one place a slot goes back. <paramref name="inSlot"/> runs with the slot held, until the worker has exited,
+    /// paused or been taken away, and returns what is left to do: publishing the outcome, which needs the broker, not
+    /// a slot. So there are never more live running workers than slots, and a slow broker never holds a slot.
+    /// </summary>
+    static async Task InSlotAsync(SlotLease lease, Func<Task<Func<Task>>> inSlot)
+    {
+        Func<Task> afterSlot;
+        using (lease)
+            afterSlot = await inSlot().ConfigureAwait(false);
+        await afterSlot().ConfigureAwait(false);
+    }
+
+    static readonly Func<Task> NothingLeft = () => Task.CompletedTask;
+
+    async Task<Func<Task>> StartAndRunAsync(ConsumeContext context, RunInvocation invocation, int attempt, DateTime queuedSince)
+    {
         var queuedFor = DateTime.UtcNow - queuedSince;
         if (queuedFor < TimeSpan.Zero)
             queuedFor = TimeSpan.Zero;
@@ -76,16 +106,12 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, ReplySend
         {
             case (true, { } message):
                 supervisor.TakeCancel(invocation.InvocationId);
-                await PublishCancelledAsync(invocation, attempt, message, queuedFor).ConfigureAwait(false);
-                return;
+                return () => PublishCancelledAsync(invocation, attempt, message, queuedFor);
             case (true, null):
-                return; // finished, or held by another replica, which its cancel reaches
+                return NothingLeft; // finished, or held by another replica, which its cancel reaches
         }
         if (supervisor.TakeCancel(invocation.InvocationId) is { } cancelled)
-        {
-            await PublishCancelledAsync(invocation, attempt, cancelled, queuedFor).ConfigureAwait(false);
-            return;
-        }
+            return () => PublishCancelledAsync(invocation, attempt, cancelled, queuedFor);
 
         WorkerSession session;
         try
@@ -97,9 +123,8 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, ReplySend
         catch (Exception ex) when (ex is System.ComponentModel.Win32Exception or IOException or InvalidOperationException)
         {
             InvocationLog.SpawnFailed(logger, invocation.InvocationId, ex);
-            await PublishCompletedAsync(context, invocation, attempt, 0, queuedFor, TimeSpan.Zero,
-                SessionOutcome.Failed(InvocationErrorTypes.SpawnFailed, $"could not start the worker '{_options.EffectiveWorkerCommand}': {ex.Message}")).ConfigureAwait(false);
-            return;
+            return () => PublishCompletedAsync(context, invocation, attempt, 0, queuedFor, TimeSpan.Zero,
+                SessionOutcome.Failed(InvocationErrorTypes.SpawnFailed, $"could not start the worker '{_options.EffectiveWorkerCommand}': {ex.Message}"));
         }
 
         session.QueuedFor = queuedFor;
@@ -122,7 +147,7 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, ReplySend
         // InvocationStarted is for subscribers; the saga does not need it (TrackInvocation). The worker runs while it
         // is confirmed; it is out before the invocation's completion or wait.
         var startedEvent = PublishStartedAsync(session);
-        await DriveAsync(session, lease, startedEvent).ConfigureAwait(false);
+        return await DriveAsync(session, startedEvent).ConfigureAwait(false);
     }
 
     async Task PublishStartedAsync(WorkerSession session)
@@ -236,15 +261,17 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, ReplySend
     static readonly TimeSpan SpawnPatience = TimeSpan.FromSeconds(60);
     static readonly TimeSpan MaxSpawnPause = TimeSpan.FromSeconds(2);
 
-    /// <summary>Lets a session run until it ends (publish the completion) or waits (pause it, give the slot back).</summary>
+    /// <summary>
+    /// Lets a session run, with its slot held, until it ends or waits; returns what is left once the slot is back:
+    /// publishing the completion, or the wait of the paused worker.
+    /// </summary>
     /// <remarks>
     /// Everything from here on publishes through the bus, not the consume context: the delivery may be gone long
     /// before the worker ends (consumer timeout, hand-off, lost channel), the bus is not.
     /// </remarks>
     /// <param name="session">The session, new or resumed.</param>
-    /// <param name="lease">The slot it holds.</param>
     /// <param name="startedEvent">For a new run: the publish of its Started event, and tracking starts.</param>
-    public async Task DriveAsync(WorkerSession session, SlotLease lease, Task? startedEvent = null)
+    async Task<Func<Task>> DriveAsync(WorkerSession session, Task? startedEvent = null)
     {
         IPublishEndpoint publisher = bus;
         SessionOutcome outcome;
@@ -273,19 +300,19 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, ReplySend
                 // attempt). Ack only after that. Not finished here: a redelivery of this attempt may still have to run.
                 await session.Rerouted.Task.ConfigureAwait(false);
                 supervisor.Remove(session, finished: false);
-                lease.Dispose();
-                break;
+                return NothingLeft;
             case SessionOutcome.Final final when ShouldRetry(session, final) is { } delay:
                 await session.AwaitExitAfterFinalAsync().ConfigureAwait(false);
                 supervisor.Remove(session);
-                lease.Dispose();
-                InvocationLog.Retrying(logger, session.InvocationId, session.Attempt, final.Error?.ToString() ?? "", (long)delay.TotalMilliseconds);
-                await (startedEvent ?? Task.CompletedTask).ConfigureAwait(false);
-                // The delivery stays unacked during the back-off, so a crash now still redelivers the invocation.
-                await Task.Delay(delay, time).ConfigureAwait(false);
-                await PublishReliablyAsync(publisher, session.InvocationId,
-                    session.Invocation with { Attempt = session.Attempt + 1, SubmittedAt = DateTimeOffset.UtcNow }).ConfigureAwait(false);
-                break;
+                return async () =>
+                {
+                    InvocationLog.Retrying(logger, session.InvocationId, session.Attempt, final.Error?.ToString() ?? "", (long)delay.TotalMilliseconds);
+                    await (startedEvent ?? Task.CompletedTask).ConfigureAwait(false);
+                    // The delivery stays unacked during the back-off, so a crash now still redelivers the invocation.
+                    await Task.Delay(delay, time).ConfigureAwait(false);
+                    await PublishReliablyAsync(publisher, session.InvocationId,
+                        session.Invocation with { Attempt = session.Attempt + 1, SubmittedAt = DateTimeOffset.UtcNow }).ConfigureAwait(false);
+                };
             case SessionOutcome.Final final:
             {
                 // The completion goes out while the worker exits; the slot stays taken until the process is gone, so
@@ -300,9 +327,7 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, ReplySend
                 var publishing = PublishCompletedAsync(publisher, session.Invocation, session.Attempt, session.Pid, session.QueuedFor, session.RunTime, final, checkFirst: late);
                 await session.AwaitExitAfterFinalAsync().ConfigureAwait(false);
                 supervisor.Remove(session);
-                lease.Dispose();
-                await publishing.ConfigureAwait(false);
-                break;
+                return () => publishing;
             }
             case SessionOutcome.Waiting when session.CancelMessage is { } cancelMessage:
                 // Cancelled as it asked to wait: it never pauses; its worker is being killed.
@@ -312,52 +337,50 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, ReplySend
                     // Shutdown or the fence took it meanwhile: it goes their way, as an aborted run.
                     await session.Rerouted.Task.ConfigureAwait(false);
                     supervisor.Remove(session, finished: false);
-                    lease.Dispose();
-                    break;
+                    return NothingLeft;
                 }
                 await (startedEvent ?? Task.CompletedTask).ConfigureAwait(false);
                 supervisor.Remove(session);
-                lease.Dispose();
-                await PublishCompletedAsync(publisher, session.Invocation, session.Attempt, session.Pid, session.QueuedFor, session.RunTime, CancelledOutcome(cancelMessage))
-                    .ConfigureAwait(false);
-                break;
+                return () => PublishCompletedAsync(publisher, session.Invocation, session.Attempt, session.Pid, session.QueuedFor, session.RunTime,
+                    CancelledOutcome(cancelMessage));
             case SessionOutcome.Waiting waiting:
                 session.Pause();
                 if (session.CancelMessage is not null)
                 {
                     // The cancel came as it paused: nobody would drive it again. Completed as a paused cancel.
-                    lease.Dispose();
-                    await (startedEvent ?? Task.CompletedTask).ConfigureAwait(false);
-                    await CompletePausedCancelAsync(session).ConfigureAwait(false);
-                    break;
+                    return async () =>
+                    {
+                        await (startedEvent ?? Task.CompletedTask).ConfigureAwait(false);
+                        await CompletePausedCancelAsync(session).ConfigureAwait(false);
+                    };
                 }
-                lease.Dispose();
-                InvocationLog.Paused(logger, session.InvocationId, session.Pid, waiting.InvocationIds.Count);
-                RunnerActivitySource.Paused(waiting.InvocationIds.Count);
-                // Like the completion, the wait must reach the saga or nobody will ever resume this worker; the saga
-                // must know the invocation first (to run it again if this replica dies while it waits).
-                await (startedEvent ?? Task.CompletedTask).ConfigureAwait(false);
-                await AbandonOnFailureAsync(session, TrackAsync(session)).ConfigureAwait(false);
-                await AbandonOnFailureAsync(session, PublishReliablyAsync(publisher, session.InvocationId, new InvocationWaitingFor
+                return async () =>
                 {
-                    InvocationId = session.InvocationId,
-                    WaitingFor = waiting.InvocationIds,
-                    RunnerInstance = _options.EffectiveInstanceId,
-                    RunnerAddress = InstanceAddress,
-                    ProcessId = session.Pid,
-                    Attempt = session.Attempt,
-                    PausedAt = DateTimeOffset.UtcNow,
-                    WaitSequence = session.WaitSequence,
-                })).ConfigureAwait(false);
-                break;
+                    InvocationLog.Paused(logger, session.InvocationId, session.Pid, waiting.InvocationIds.Count);
+                    RunnerActivitySource.Paused(waiting.InvocationIds.Count);
+                    // Like the completion, the wait must reach the saga or nobody will ever resume this worker; the saga
+                    // must know the invocation first (to run it again if this replica dies while it waits).
+                    await (startedEvent ?? Task.CompletedTask).ConfigureAwait(false);
+                    await AbandonOnFailureAsync(session, TrackAsync(session)).ConfigureAwait(false);
+                    await AbandonOnFailureAsync(session, PublishReliablyAsync(publisher, session.InvocationId, new InvocationWaitingFor
+                    {
+                        InvocationId = session.InvocationId,
+                        WaitingFor = waiting.InvocationIds,
+                        RunnerInstance = _options.EffectiveInstanceId,
+                        RunnerAddress = InstanceAddress,
+                        ProcessId = session.Pid,
+                        Attempt = session.Attempt,
+                        PausedAt = DateTimeOffset.UtcNow,
+                        WaitSequence = session.WaitSequence,
+                    })).ConfigureAwait(false);
+                };
+            default:
+                throw new InvalidOperationException($"unexpected session outcome {outcome.GetType().Name}");
         }
     }
 
-    /// <summary>Writes the awaited outcomes to a paused worker, lets it run (SIGCONT) and drives it on.</summary>
-    public async Task ResumeAsync(ConsumeContext context, WorkerSession session, IReadOnlyList<DependencyOutcome> results, SlotLease lease)
+    async Task<Func<Task>> ResumeAndRunAsync(ConsumeContext context, WorkerSession session, IReadOnlyList<DependencyOutcome> results, TimeSpan pausedFor)
     {
-        var pausedFor = session.PausedAt is { } pausedAt ? DateTimeOffset.UtcNow - pausedAt : TimeSpan.Zero;
-        using var runActivity = RunnerActivitySource.StartResume(context, session.Invocation, session.Attempt, pausedFor);
         RunnerMetrics.InvocationResumed(session.Invocation.TaskName, pausedFor);
         // SIGCONT first, then the results in the background: they can be far larger than a pipe holds.
         session.Resume(new ResumeMessage { Results = results });
@@ -372,7 +395,7 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, ReplySend
             ResumedAt = DateTimeOffset.UtcNow,
             WaitSequence = session.WaitSequence,
         }).ConfigureAwait(false);
-        await DriveAsync(session, lease).ConfigureAwait(false);
+        return await DriveAsync(session).ConfigureAwait(false);
     }
 
     /// <summary>A resume arrived for a worker this replica no longer has (it restarted): have the saga run it again.</summary>

@@ -70,10 +70,6 @@ sealed class ResumeInvocationConsumer(
             InvocationLog.RunFailed(logger, session.InvocationId, ex);
             throw;
         }
-        finally
-        {
-            lease.Dispose();
-        }
     }
 
     public Task Consume(ConsumeContext<InstanceEcho> context)

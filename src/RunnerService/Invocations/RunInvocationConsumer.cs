@@ -160,7 +160,7 @@ sealed class RunInvocationConsumer(
         }
         finally
         {
-            lease.Dispose();
+            // The slot went back inside the executor (InvocationExecutor.InSlotAsync); the local claim goes here.
             supervisor.ReleaseClaim(invocation.InvocationId, Math.Max(1, invocation.Attempt));
         }
     }

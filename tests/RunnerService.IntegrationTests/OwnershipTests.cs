@@ -206,6 +206,36 @@ public sealed class OwnershipTests(BrokerFixture broker, ITestOutputHelper outpu
     }
 
     [Fact]
+    public async Task A_copy_of_a_resume_that_arrives_after_the_worker_ended_is_ignored_not_taken_for_a_lost_worker()
+    {
+        await using var env = await RunnerEnvironment.StartAsync(broker, output, slots: 2, runners: 0);
+        await env.StartRunnerAsync(2, null, "late-resume");
+        var dependency = NewId.NextGuid();
+        var waiterId = NewId.NextGuid();
+        var waiter = env.Bus.Client.RunAsync(new RunInvocation { InvocationId = waiterId, TaskName = "wait_for", Arguments = Json.Parse($"{{\"invocationId\":\"{dependency}\"}}") });
+        var wait = await TestBus.PollAsync(() => env.Bus.Waiting.FirstOrDefault(w => w.InvocationId == waiterId), Patience, "the pause");
+        await env.Bus.Client.SubmitAsync(new RunInvocation { InvocationId = dependency, TaskName = "echo", Arguments = Json.Parse("7") });
+        Assert.Equal(InvocationStatus.Succeeded, (await waiter.WaitAsync(Patience)).Status);
+
+        // The saga's resume sent again (a resend after a slow queue, a redelivered wait) reaches the replica after the
+        // worker has ended. In the chaos run such a copy arrived while the completion was still on its way to the
+        // saga; the replica took it for a worker lost with a restart and had the saga run the invocation again.
+        var endpoint = await env.Bus.Bus.GetSendEndpoint(new Uri("exchange:runner-instance-late-resume"));
+        await endpoint.Send(new ResumeInvocation
+        {
+            InvocationId = waiterId,
+            Attempt = wait.Attempt,
+            WaitSequence = wait.WaitSequence,
+            Results = [new DependencyOutcome { InvocationId = dependency, Status = InvocationStatus.Succeeded, Result = Json.Parse("7") }],
+        });
+        await TestBus.PollAsync(() => env.Runner.Output.Contains($"Resume for invocation {waiterId}", StringComparison.Ordinal) ? "" : null, Patience, "the copy's log line");
+        Assert.Contains("which has ended on this replica", env.Runner.Output);
+        Assert.DoesNotContain("holds no such paused worker", env.Runner.Output);
+        await env.WaitForSagaQuietAsync(TimeSpan.FromSeconds(10));
+        Assert.Single(env.Bus.Completed, c => c.InvocationId == waiterId);
+    }
+
+    [Fact]
     public async Task A_lost_resume_is_sent_again_and_the_waiter_goes_on()
     {
         var settings = new Dictionary<string, string> { ["Runner__RecoveryInterval"] = "00:00:02" };

@@ -33,6 +33,10 @@ static partial class InvocationLog
         Message = "Resume for invocation {InvocationId} attempt {Attempt}, but this replica holds no such paused worker")]
     public static partial void ResumeForUnknownWorker(ILogger logger, Guid invocationId, int attempt);
 
+    [LoggerMessage(EventId = 40, EventName = "ResumeAfterEnd", Level = LogLevel.Information,
+        Message = "Resume for invocation {InvocationId} attempt {Attempt}, which has ended on this replica: a copy of a resume already applied; ignored")]
+    public static partial void ResumeAfterEnd(ILogger logger, Guid invocationId, int attempt);
+
     [LoggerMessage(EventId = 9, EventName = "ResumeForRunningWorker", Level = LogLevel.Warning,
         Message = "Resume for invocation {InvocationId} ignored: its worker is {State}, not paused")]
     public static partial void ResumeForRunningWorker(ILogger logger, Guid invocationId, Processes.WorkerState state);

@@ -80,7 +80,7 @@ sealed class OwnershipClaims(
             if (reply.Granted)
                 return true;
 
-            var ownerAlive = reply.Owner is { } owner && owner != me && !registry.IsStale(owner);
+            var ownerAlive = reply.Owner is { } owner && owner != me && !registry.IsGone(owner);
             if (InvocationTransitions.FinalStatuses.Contains(reply.Status) || reply.Attempt > attempt || reply.Owner is null || time.GetUtcNow() > deadline)
             {
                 ClaimLog.Refused(logger, invocation.InvocationId, attempt, reply.Status, reply.Owner ?? "-", reply.Attempt);

@@ -32,6 +32,14 @@ sealed class ResumeInvocationConsumer(
         var message = context.Message;
         if (!supervisor.TryGet(message.InvocationId, out var session) || session.Attempt != message.Attempt)
         {
+            if (supervisor.FinishedHere(message.InvocationId, message.Attempt))
+            {
+                // A second copy of a resume this replica applied (a resume sent again, a redelivered wait): the worker
+                // ran on and ended, and its completion is on its way to the saga. Asking the saga to run it again
+                // would start a second run of something that has finished.
+                InvocationLog.ResumeAfterEnd(logger, message.InvocationId, message.Attempt);
+                return;
+            }
             InvocationLog.ResumeForUnknownWorker(logger, message.InvocationId, message.Attempt);
             await executor.RecoverLostWorkerAsync(context, message.InvocationId, message.Attempt).ConfigureAwait(false);
             return;

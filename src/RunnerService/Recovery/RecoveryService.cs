@@ -204,10 +204,10 @@ sealed class RecoveryService(
             if (now - saga.UpdatedAt < _options.StaleAfter)
                 continue;
             // A replica that does not hear its own heartbeat does not hear the others' either (its heartbeat queue or
-            // consumer is gone): it must not take its peers for dead.
+            // consumer is gone, the broker is away): it does not take its peers for dead (RunnerRegistry.IsGone).
             var lost = saga.OwnerInstance == me
                 ? !supervisor.TryGet(saga.CorrelationId, out _) && !supervisor.IsClaimed(saga.CorrelationId) && !supervisor.FinishedHere(saga.CorrelationId, attempt: 1)
-                : registry.IsStale(saga.OwnerInstance!) && !registry.IsStale(me);
+                : registry.IsGone(saga.OwnerInstance!);
             if (!lost)
                 continue;
             RecoveryLog.Recovering(logger, saga.CorrelationId, saga.TaskName ?? "", saga.CurrentState, saga.OwnerInstance!, saga.Attempt);

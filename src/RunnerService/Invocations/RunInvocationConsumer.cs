@@ -115,7 +115,8 @@ sealed class RunInvocationConsumer(
     /// Claims the invocation on this replica. Local claims are keyed by (id, attempt): a newer attempt of something this
     /// replica still holds means the saga has moved on (a reroute while this replica was presumed gone), so the old
     /// attempt's worker is killed and the newer one may go ahead (through the saga's claim). False for a duplicate of
-    /// the attempt held here, or of an older one.
+    /// the attempt running here, or of an older one; a copy that meets a claim not yet started waits for it to start or
+    /// to give up.
     /// </summary>
     async Task<bool> ClaimHereAsync(RunInvocation invocation, CancellationToken cancellationToken)
     {
@@ -136,13 +137,16 @@ sealed class RunInvocationConsumer(
             {
                 continue; // released just now
             }
-            else if (pending >= attempt)
+            else if (pending > attempt)
             {
                 return false;
             }
-            // Else an older attempt's delivery is still asking the saga (a redelivery met by the saga's reroute): the
-            // saga refuses it now that it has moved on, and its claim here ends with that answer. Wait for it: dropping
-            // this newer attempt as a duplicate would leave the invocation with nobody to run it.
+            // Else a delivery of the same attempt, or of an older one, holds the claim here but has not started its
+            // worker: it is still asking the saga, or waiting for room or a slot. Wait for it to start (then this is a
+            // duplicate) or to give up: a delivery lost with its channel (a broker restart) ends its consume, and this
+            // copy, its redelivery, is the only one left. Dropped as a duplicate at once, as before, it left the
+            // invocation with nobody to run it (a child that never ran, its parent waiting for ever). Likewise a newer
+            // attempt waits for an older attempt's delivery that the saga is about to refuse.
             await Task.Delay(TimeSpan.FromMilliseconds(100), cancellationToken).ConfigureAwait(false);
         }
     }

@@ -56,6 +56,11 @@ sealed class OwnershipClaims(
             ClaimInvocationReply reply;
             try
             {
+                // The request's own send may hang on a connection that died unnoticed (a confirm that never comes), and
+                // then it ignores the token until its 30 s timeout. The consume must return as soon as its delivery is
+                // cancelled: MassTransit waits for it before it rebuilds the connection, and every publish of this
+                // replica waits with it (seen in CI: a claim held the consumer's stop for 30 s after a broker restart,
+                // and the replica was left on the dead connection).
                 reply = (await client.GetResponse<ClaimInvocationReply>(new ClaimInvocation
                 {
                     InvocationId = invocation.InvocationId,
@@ -65,7 +70,7 @@ sealed class OwnershipClaims(
                     TakeOverFrom = takeOverFrom,
                     AskedAgain = askedAgainClaim,
                     Invocation = invocation,
-                }, context.CancellationToken).ConfigureAwait(false)).Message;
+                }, context.CancellationToken).WaitAsync(context.CancellationToken).ConfigureAwait(false)).Message;
             }
             catch (RequestTimeoutException ex)
             {

@@ -7,13 +7,6 @@ namespace RunnerService.Tests;
 [Trait("Category", "Unit")]
 public sealed class BrokerContactTests
 {
-    sealed class ManualClock : TimeProvider
-    {
-        public DateTimeOffset Now { get; set; } = new(2026, 11, 29, 12, 0, 0, TimeSpan.Zero);
-
-        public override DateTimeOffset GetUtcNow() => Now;
-    }
-
     [Fact]
     public void The_own_queue_is_deaf_only_when_heartbeats_go_out_nothing_comes_back_and_no_consume_is_in_progress()
     {

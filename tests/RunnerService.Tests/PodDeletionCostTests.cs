@@ -16,13 +16,6 @@ public sealed class PodDeletionCostTests : IDisposable
 {
     readonly string _serviceAccount = Directory.CreateTempSubdirectory("sa-").FullName;
 
-    sealed class ManualClock : TimeProvider
-    {
-        public DateTimeOffset Now { get; set; } = new(2026, 11, 29, 12, 0, 0, TimeSpan.Zero);
-
-        public override DateTimeOffset GetUtcNow() => Now;
-    }
-
     sealed record Request(HttpMethod Method, Uri Uri, string? ContentType, string? Authorization, string Body);
 
     sealed class FakeApiServer : HttpMessageHandler

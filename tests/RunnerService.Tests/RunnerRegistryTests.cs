@@ -8,13 +8,6 @@ namespace RunnerService.Tests;
 [Trait("Category", "Unit")]
 public sealed class RunnerRegistryTests
 {
-    sealed class ManualClock : TimeProvider
-    {
-        public DateTimeOffset Now { get; set; } = new(2026, 11, 30, 6, 0, 0, TimeSpan.Zero);
-
-        public override DateTimeOffset GetUtcNow() => Now;
-    }
-
     // StaleAfter 10 s + one heartbeat interval of 2 s: a peer is gone after 12 s of silence this replica could hear.
     static (RunnerRegistry Registry, ManualClock Clock) Create()
     {

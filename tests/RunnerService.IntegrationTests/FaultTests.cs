@@ -168,6 +168,9 @@ public sealed partial class FaultTests(BrokerFixture broker, ITestOutputHelper o
         Assert.Equal("the parent", results[0].Result!.Value.GetProperty("for").GetString());
         Assert.Equal(2, results[0].Attempt);
         Assert.Equal(2, results[1].Attempt);
+        // The event may reach the test's event queue after the reply reached RunAsync: wait for it, then for any copy.
+        await env.Bus.WaitForCompletedAsync(sleepId, Patience);
+        await Task.Delay(500);
         Assert.Equal(1, env.Bus.Completed.Count(c => c.InvocationId == sleepId));
     }
 

@@ -101,37 +101,33 @@ sealed class RecoveryService(
 
     /// <summary>
     /// Replaces the bus's connection when it consumes but cannot publish (<see cref="BrokerContact.PublishingStuck"/>):
-    /// stop and start the bus. Its workers were fenced already; held deliveries go back to the queue with the old
-    /// channels and come again on the new ones.
+    /// stop and start the bus, again until it is healthy. Its workers were fenced already; held deliveries go back to
+    /// the queue with the old channels and come again on the new ones.
     /// </summary>
+    /// <remarks>
+    /// The stop is never given up on. One cancelled half way (channel calls stuck on the dead connection hold it until
+    /// their own timeouts) leaves MassTransit's host started, some endpoints half stopped and the connection open, while
+    /// the bus forgets its handle: a start then hands back that host ("already started"), later ones fault on the
+    /// half-stopped endpoints, and endpoints reported ready consumed nothing (seen in RecoveryTests' broker restart). A
+    /// slow stop costs nothing here: the workers are fenced already, and only the replica's own stop ends it sooner.
+    /// </remarks>
     async Task RestartBusAsync(CancellationToken stoppingToken)
     {
         RecoveryLog.RestartingBus(logger, contact.Silence);
         // The rounds' publishes that hang on the old connection end now, so new rounds can start after the restart.
         var old = Interlocked.Exchange(ref _connection, new CancellationTokenSource());
         await old.CancelAsync().ConfigureAwait(false); // not disposed: a round may be linking to it right now
-        try
-        {
-            // Consumes stuck on the same publishes may hold the stop: a stop given up on still stops the bus.
-            using var stop = CancellationTokenSource.CreateLinkedTokenSource(stoppingToken);
-            stop.CancelAfter(TimeSpan.FromSeconds(30));
-            await busControl.StopAsync(stop.Token).ConfigureAwait(false);
-        }
-        catch (Exception ex) when (!stoppingToken.IsCancellationRequested)
-        {
-            RecoveryLog.RoundFailed(logger, ex);
-        }
-        // Started again whatever the stop did, and again until it is healthy (a broker that flaps): a replica must never
-        // be left with a stopped bus.
         var pause = TimeSpan.FromSeconds(2);
-        while (!stoppingToken.IsCancellationRequested && busControl.CheckHealth().Status != BusHealthStatus.Healthy)
+        for (var round = 1; !stoppingToken.IsCancellationRequested; round++)
         {
             try
             {
+                var stopping = time.GetTimestamp();
+                await busControl.StopAsync(stoppingToken).ConfigureAwait(false);
+                RecoveryLog.BusStopped(logger, round, time.GetElapsedTime(stopping));
                 using var start = CancellationTokenSource.CreateLinkedTokenSource(stoppingToken);
                 start.CancelAfter(TimeSpan.FromSeconds(60));
                 await busControl.StartAsync(start.Token).ConfigureAwait(false);
-                RecoveryLog.BusRestarted(logger);
             }
             catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
             {
@@ -141,6 +137,13 @@ sealed class RecoveryService(
             {
                 RecoveryLog.RoundFailed(logger, ex);
             }
+            var health = busControl.CheckHealth();
+            if (health.Status == BusHealthStatus.Healthy)
+            {
+                RecoveryLog.BusRestarted(logger, round);
+                return;
+            }
+            RecoveryLog.BusRestartDidNotTake(logger, round, health.Description, pause);
             try
             {
                 await Task.Delay(pause, time, stoppingToken).ConfigureAwait(false);
@@ -246,8 +249,16 @@ static partial class RecoveryLog
     public static partial void RestartingBus(ILogger logger, TimeSpan silence);
 
     [LoggerMessage(EventId = 307, EventName = "BusRestarted", Level = LogLevel.Warning,
-        Message = "The bus was restarted with a new connection")]
-    public static partial void BusRestarted(ILogger logger);
+        Message = "The bus was restarted with a new connection (round {Round}); every receive endpoint is ready")]
+    public static partial void BusRestarted(ILogger logger, int round);
+
+    [LoggerMessage(EventId = 309, EventName = "BusStopped", Level = LogLevel.Warning,
+        Message = "Bus restart round {Round}: the bus stopped in {Took}; starting it")]
+    public static partial void BusStopped(ILogger logger, int round, TimeSpan took);
+
+    [LoggerMessage(EventId = 308, EventName = "BusRestartDidNotTake", Level = LogLevel.Error,
+        Message = "Bus restart round {Round} did not take ({Health}): stopping and starting it again in {Pause}")]
+    public static partial void BusRestartDidNotTake(ILogger logger, int round, string health, TimeSpan pause);
 
     [LoggerMessage(EventId = 305, EventName = "RoundUnfinished", Level = LogLevel.Warning,
         Message = "A {Round} round has not ended after {Waited} (a publish whose confirm never came, a stuck store call); the next one starts now without it ({Pending} left to end on their own)")]

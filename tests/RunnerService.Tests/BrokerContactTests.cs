@@ -48,4 +48,28 @@ public sealed class BrokerContactTests
         contact.Confirmed();
         Assert.False(contact.PublishingStuck(TimeSpan.FromSeconds(60)));
     }
+
+    [Fact]
+    public void The_fence_cancels_what_runs_under_its_token_and_the_next_confirmed_heartbeat_gives_a_fresh_one()
+    {
+        var clock = new ManualClock();
+        var contact = new BrokerContact(Options.Create(new RunnerOptions { StaleAfter = TimeSpan.FromSeconds(15) }), clock);
+        var before = contact.FenceToken;
+        contact.Confirmed();
+        Assert.Equal(before, contact.FenceToken); // a heartbeat alone changes nothing
+
+        clock.Now += TimeSpan.FromSeconds(12);
+        Assert.True(contact.MustFence);
+        contact.Fence();
+        Assert.True(before.IsCancellationRequested);
+        Assert.True(contact.FenceToken.IsCancellationRequested); // still fenced: no new attempt may start
+        contact.Fence();
+
+        contact.Confirmed();
+        var after = contact.FenceToken;
+        Assert.False(after.IsCancellationRequested);
+        Assert.True(before.IsCancellationRequested);
+        contact.Confirmed();
+        Assert.Equal(after, contact.FenceToken);
+    }
 }

@@ -16,7 +16,8 @@ namespace RunnerService.Invocations;
 /// Drives worker sessions: starts them, relays what the worker asks for, and publishes the invocation's events.
 /// Used by the consumer of new invocations and by the resume consumer.
 /// </summary>
-sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, ReplySender replies, Saga.Persistence.ISagaStore sagas, IOptions<RunnerOptions> options, TimeProvider time, ILogger<InvocationExecutor> logger)
+sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, ReplySender replies, Saga.Persistence.ISagaStore sagas, Recovery.BrokerContact contact,
+    IOptions<RunnerOptions> options, TimeProvider time, ILogger<InvocationExecutor> logger)
 {
     readonly RunnerOptions _options = options.Value;
 
@@ -563,12 +564,10 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, ReplySend
         };
         // The completion is the one thing that must get out: ride out a broker restart rather than drop it. A reply
         // address gets its copy beside it; the completion exchange stays the record (the saga reads it there).
-        var publishing = ReliablyAsync(invocation.InvocationId, nameof(InvocationCompleted), async (retry, token) =>
-        {
+        var publishing = ReliablyAsync(invocation.InvocationId, nameof(InvocationCompleted), Fenced(checkFirst,
+            () => AlreadyRecordedAsync(invocation.InvocationId, attempt),
             // Later attempts go through the bus: a consume context whose delivery was lost cancels its own publishes.
-            if (!(retry || checkFirst) || !await AlreadyRecordedAsync(invocation.InvocationId, attempt).ConfigureAwait(false))
-                await (retry ? bus : publisher).Publish(completed, token).ConfigureAwait(false);
-        });
+            (retry, token) => (retry ? bus : publisher).Publish(completed, token)));
         if (invocation.ReplyTo is { Length: > 0 } replyTo)
             await Task.WhenAll(publishing, ReplyAsync(invocation.InvocationId, attempt, replyTo, completed, checkFirst)).ConfigureAwait(false);
         else
@@ -615,17 +614,35 @@ sealed class InvocationExecutor(WorkerSupervisor supervisor, IBus bus, ReplySend
     {
         try
         {
-            await ReliablyAsync(invocationId, "InvocationCompleted reply", async (retry, token) =>
-            {
-                if (!(retry || checkFirst) || !await AlreadyRecordedAsync(invocationId, attempt, finalIsEnough: false).ConfigureAwait(false))
-                    await replies.SendAsync(replyTo, completed, token).ConfigureAwait(false);
-            }).ConfigureAwait(false);
+            await ReliablyAsync(invocationId, "InvocationCompleted reply", Fenced(checkFirst,
+                () => AlreadyRecordedAsync(invocationId, attempt, finalIsEnough: false),
+                (_, token) => replies.SendAsync(replyTo, completed, token))).ConfigureAwait(false);
         }
         catch (Exception ex)
         {
             InvocationLog.ReplyFailed(logger, invocationId, replyTo, ex.Message);
         }
     }
+
+    /// <summary>
+    /// One attempt of a completion's publish (or reply), fenced: the saga store is read first on a retry (or when
+    /// <paramref name="checkFirst"/>), and the publish runs under <see cref="Recovery.BrokerContact.FenceToken"/>. An
+    /// attempt that read the saga before this replica was cut off must not go out after its peers, taking it for gone,
+    /// rerouted the invocation: so it is cancelled when the replica fences itself, and no attempt starts while fenced.
+    /// The retry after contact returns reads the saga again and drops the completion if a newer attempt owns it. A
+    /// publish confirmed before the fence reached the broker before any peer could reroute (docs/faults.md,
+    /// "Ownership").
+    /// </summary>
+    Func<bool, CancellationToken, Task> Fenced(bool checkFirst, Func<Task<bool>> alreadyRecorded, Func<bool, CancellationToken, Task> publish) =>
+        async (retry, token) =>
+        {
+            var fence = contact.FenceToken;
+            if (fence.IsCancellationRequested)
+                throw new OperationCanceledException("this replica is fenced (no broker contact); it reads the saga again once contact is back", fence);
+            using var fenced = CancellationTokenSource.CreateLinkedTokenSource(token, fence);
+            if (!(retry || checkFirst) || !await alreadyRecorded().ConfigureAwait(false))
+                await publish(retry, fenced.Token).ConfigureAwait(false);
+        };
 
     /// <summary>
     /// Awaits a publish the invocation cannot go on without (its track and wait). If even the retries give up, the

@@ -12,7 +12,42 @@ public sealed class BrokerContact(IOptions<RunnerOptions> options, TimeProvider 
 {
     long _lastTicks = time.GetUtcNow().UtcTicks;
 
-    public void Confirmed() => Interlocked.Exchange(ref _lastTicks, time.GetUtcNow().UtcTicks);
+    public void Confirmed()
+    {
+        Interlocked.Exchange(ref _lastTicks, time.GetUtcNow().UtcTicks);
+        lock (_fenceGate)
+        {
+            if (_fence.IsCancellationRequested)
+                _fence = new CancellationTokenSource(); // the old one is not disposed: a publish may be linking to it
+        }
+    }
+
+    readonly Lock _fenceGate = new();
+    CancellationTokenSource _fence = new();
+
+    /// <summary>
+    /// Cancelled when this replica fences itself (<see cref="Fence"/>), renewed by its next confirmed heartbeat. A
+    /// completion publish runs under it: one still unconfirmed when the replica loses contact for so long that its peers
+    /// may soon reroute its work is cancelled, and its retry reads the saga again once contact is back.
+    /// </summary>
+    public CancellationToken FenceToken
+    {
+        get
+        {
+            lock (_fenceGate)
+                return _fence.Token;
+        }
+    }
+
+    /// <summary>This replica has been without contact for <see cref="MustFence"/>: cancels <see cref="FenceToken"/>.</summary>
+    public void Fence()
+    {
+        CancellationTokenSource fence;
+        lock (_fenceGate)
+            fence = _fence;
+        if (!fence.IsCancellationRequested)
+            fence.Cancel(); // outside the lock: the cancelled publishes' callbacks run here
+    }
 
     /// <summary>How long since the last confirmed heartbeat.</summary>
     public TimeSpan Silence => time.GetUtcNow() - new DateTimeOffset(Interlocked.Read(ref _lastTicks), TimeSpan.Zero);

@@ -75,6 +75,7 @@ sealed class RecoveryService(
             }
             if (!contact.MustFence)
                 continue;
+            contact.Fence();
             var silent = contact.Silence;
             foreach (var session in supervisor.Sessions.ToArray())
             {

@@ -8,19 +8,6 @@ using Xunit.Abstractions;
 namespace RunnerService.IntegrationTests;
 
 /// <summary>
-/// Runs only when <c>RUNNER_TEST_CHAOS=1</c>: the short chaos run still finds a violation in about one run of five
-/// (bench/RESULTS.md, "The CI version"), and CI must pass.
-/// </summary>
-public sealed class ChaosFactAttribute : FactAttribute
-{
-    public ChaosFactAttribute()
-    {
-        if (Environment.GetEnvironmentVariable("RUNNER_TEST_CHAOS") != "1")
-            Skip = "the short chaos run is opt-in (RUNNER_TEST_CHAOS=1): it still finds a violation in about one run of five; bench/RESULTS.md, \"The CI version\"";
-    }
-}
-
-/// <summary>
 /// The short chaos run: the bench's chaos mode (bench/RunnerService.Bench/Chaos/, the same code as
 /// `bash bench/soak.sh chaos`) against a broker of its own, which it restarts, and the shared PostgreSQL server.
 /// Three replicas, 300 roots of sleep, cpu, marker, fib and fanout, one SIGKILL, one SIGTERM, one broker restart and a
@@ -37,7 +24,7 @@ public sealed class ChaosTests(PostgresFixture postgres, ITestOutputHelper outpu
     /// <summary>The stock worker build the other tests run (the Native AOT one when it is there and current).</summary>
     static string WorkerExecutable => StockWorker.RunsAot ? StockWorker.AotPath : Path.Combine(RepoPaths.Root, "src", "WorkerProcess", "WorkerProcess", "bin", RepoPaths.Configuration, "net10.0", "WorkerProcess");
 
-    [ChaosFact]
+    [Fact]
     public async Task A_short_chaos_run_with_kills_a_broker_restart_and_a_partition_breaks_no_invariant_of_the_history()
     {
         // The run stops and starts this broker (its state kept): the shared one is not the test's to restart.

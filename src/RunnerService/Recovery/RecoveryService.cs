@@ -125,6 +125,7 @@ sealed class RecoveryService(
             {
                 var stopping = time.GetTimestamp();
                 await busControl.StopAsync(stoppingToken).ConfigureAwait(false);
+                stoppingToken.ThrowIfCancellationRequested(); // the replica stops: MassTransit's own stop takes over
                 RecoveryLog.BusStopped(logger, round, time.GetElapsedTime(stopping));
                 using var start = CancellationTokenSource.CreateLinkedTokenSource(stoppingToken);
                 start.CancelAfter(TimeSpan.FromSeconds(60));

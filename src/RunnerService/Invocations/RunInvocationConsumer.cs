@@ -60,10 +60,35 @@ sealed class RunInvocationConsumer(
             InvocationLog.DuplicateDelivery(logger, invocation.InvocationId, state, existing?.Pid ?? 0);
             return;
         }
-        var claimed = true;
+        // From here this delivery holds the local claim of (id, attempt). LiveAsync is its life on this replica, from
+        // the checks through the saga's claim, a slot and the run to its end, and the one place that releases the claim.
+        using var scope = logger.BeginScope(new Dictionary<string, object> { ["InvocationId"] = invocation.InvocationId, ["TaskName"] = invocation.TaskName });
+        var workerStarted = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var life = LiveAsync(context, invocation, workerStarted);
+        if (await Task.WhenAny(workerStarted.Task, life).ConfigureAwait(false) == life)
+        {
+            await life.ConfigureAwait(false); // ended before a worker ran: finished here already, refused, or cancelled
+            return;
+        }
+        // Hold the delivery while the invocation runs (a crash then redelivers it), but not past the broker's consumer
+        // timeout: after DeliveryHoldLimit the delivery is acknowledged and the saga (with the recovery check) is the
+        // invocation's durable owner, exactly as for a paused one. A lost channel ends the hold too.
+        if (await DeliveryHold.HoldAsync(life, options.Value.DeliveryHoldLimit, context.CancellationToken, logger, invocation.InvocationId).ConfigureAwait(false))
+            return;
+        executor.Observe(life); // it runs on in the background and releases the claim when it ends
+        await executor.TrackReleasedRunAsync(invocation.InvocationId, context.CancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// The life of a locally claimed delivery: whether it ran here already, the saga's claim when one is needed, room and
+    /// a slot, then the run (<see cref="InvocationExecutor.RunNewAsync"/>, which gives the slot back itself). Signals
+    /// <paramref name="workerStarted"/> once the run is under way; releases the local claim when it ends, however.
+    /// </summary>
+    async Task LiveAsync(ConsumeContext<RunInvocation> context, RunInvocation invocation, TaskCompletionSource workerStarted)
+    {
+        var attempt = Math.Max(1, invocation.Attempt);
         try
         {
-            var attempt = Math.Max(1, invocation.Attempt);
             if (supervisor.FinishedHere(invocation.InvocationId, attempt))
             {
                 // A redelivery after the first delivery was lost with its channel, or a second publish of the same
@@ -75,24 +100,24 @@ sealed class RunInvocationConsumer(
             // run of the same invocation (live or finished): the saga decides.
             if (OwnershipClaims.Needed(context, invocation) && !await claims.TryClaimAsync(context, invocation).ConfigureAwait(false))
                 return;
-            using var scope = logger.BeginScope(new Dictionary<string, object> { ["InvocationId"] = invocation.InvocationId, ["TaskName"] = invocation.TaskName });
             var queuedSince = invocation.SubmittedAt?.UtcDateTime ?? context.SentTime ?? DateTime.UtcNow;
             await supervisor.WaitForRoomAsync(context.CancellationToken).ConfigureAwait(false);
             var lease = await slots.AcquireAsync(SlotPriority.Normal, context.CancellationToken).ConfigureAwait(false);
-            var running = RunAsync(context, invocation, queuedSince, lease);
-            // Hold the delivery while the invocation runs (a crash then redelivers it), but not past the broker's
-            // consumer timeout: after DeliveryHoldLimit the delivery is acknowledged and the saga (with the recovery
-            // check) is the invocation's durable owner, exactly as for a paused one. A lost channel ends the hold too.
-            if (await DeliveryHold.HoldAsync(running, options.Value.DeliveryHoldLimit, context.CancellationToken, logger, invocation.InvocationId).ConfigureAwait(false))
-                return;
-            executor.Observe(running);
-            await executor.TrackReleasedRunAsync(invocation.InvocationId, context.CancellationToken).ConfigureAwait(false);
-            claimed = false; // the background run releases the claim when it ends
+            var running = executor.RunNewAsync(context, invocation, attempt, queuedSince, lease);
+            workerStarted.TrySetResult();
+            try
+            {
+                await running.ConfigureAwait(false);
+            }
+            catch (Exception ex)
+            {
+                InvocationLog.RunFailed(logger, invocation.InvocationId, ex);
+                throw;
+            }
         }
         finally
         {
-            if (claimed)
-                supervisor.ReleaseClaim(invocation.InvocationId, Math.Max(1, invocation.Attempt));
+            supervisor.ReleaseClaim(invocation.InvocationId, attempt);
         }
     }
 
@@ -148,24 +173,6 @@ sealed class RunInvocationConsumer(
             // invocation with nobody to run it (a child that never ran, its parent waiting for ever). Likewise a newer
             // attempt waits for an older attempt's delivery that the saga is about to refuse.
             await Task.Delay(TimeSpan.FromMilliseconds(100), cancellationToken).ConfigureAwait(false);
-        }
-    }
-
-    async Task RunAsync(ConsumeContext context, RunInvocation invocation, DateTime queuedSince, SlotLease lease)
-    {
-        try
-        {
-            await executor.RunNewAsync(context, invocation, Math.Max(1, invocation.Attempt), queuedSince, lease).ConfigureAwait(false);
-        }
-        catch (Exception ex)
-        {
-            InvocationLog.RunFailed(logger, invocation.InvocationId, ex);
-            throw;
-        }
-        finally
-        {
-            // The slot went back inside the executor (InvocationExecutor.InSlotAsync); the local claim goes here.
-            supervisor.ReleaseClaim(invocation.InvocationId, Math.Max(1, invocation.Attempt));
         }
     }
 }

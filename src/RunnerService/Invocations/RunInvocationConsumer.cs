@@ -52,13 +52,19 @@ sealed class RunInvocationConsumer(
             InvocationLog.IntakeStopped(logger, invocation.InvocationId, contact.Silence);
             await Task.Delay(TimeSpan.FromSeconds(1), context.CancellationToken).ConfigureAwait(false);
         }
-        if (!await ClaimHereAsync(invocation, context.CancellationToken).ConfigureAwait(false))
+        switch (await ClaimHereAsync(invocation, context.CancellationToken).ConfigureAwait(false))
         {
-            // A second delivery of what this replica already handles (a duplicate publish, or a redelivery after the
-            // broker's consumer timeout): acknowledged without a second run; the first one publishes the completion.
-            var state = supervisor.TryGet(invocation.InvocationId, out var existing) ? existing.State : WorkerState.Running;
-            InvocationLog.DuplicateDelivery(logger, invocation.InvocationId, state, existing?.Pid ?? 0);
-            return;
+            case LocalClaim.Held:
+                // A second delivery of what this replica already handles (a duplicate publish, or a redelivery after the
+                // broker's consumer timeout): acknowledged without a second run; the first one publishes the completion.
+                var state = supervisor.TryGet(invocation.InvocationId, out var existing) ? existing.State : WorkerState.Running;
+                InvocationLog.DuplicateDelivery(logger, invocation.InvocationId, state, existing?.Pid ?? 0);
+                return;
+            case LocalClaim.FinishedHere:
+                // A redelivery after the first delivery was lost with its channel, or a second publish of the same
+                // invocation (a publish retried after a lost confirm): the run has ended here, its events are out.
+                InvocationLog.AlreadyFinishedHere(logger, invocation.InvocationId, Math.Max(1, invocation.Attempt));
+                return;
         }
         // From here this delivery holds the local claim of (id, attempt). LiveAsync is its life on this replica, from
         // the checks through the saga's claim, a slot and the run to its end, and the one place that releases the claim.
@@ -67,7 +73,7 @@ sealed class RunInvocationConsumer(
         var life = LiveAsync(context, invocation, workerStarted);
         if (await Task.WhenAny(workerStarted.Task, life).ConfigureAwait(false) == life)
         {
-            await life.ConfigureAwait(false); // ended before a worker ran: finished here already, refused, or cancelled
+            await life.ConfigureAwait(false); // ended before a worker ran: refused by the saga, or cancelled
             return;
         }
         // Hold the delivery while the invocation runs (a crash then redelivers it), but not past the broker's consumer
@@ -80,8 +86,7 @@ sealed class RunInvocationConsumer(
     }
 
     /// <summary>
-    /// The life of a locally claimed delivery: whether it ran here already, the saga's claim when one is needed, room and
-    /// a slot, then the run (<see cref="InvocationExecutor.RunNewAsync"/>, which gives the slot back itself). Signals
+    /// The life of a locally claimed delivery: the saga's claim when one is needed, room and a slot, then the run (<see cref="InvocationExecutor.RunNewAsync"/>, which gives the slot back itself). Signals
     /// <paramref name="workerStarted"/> once the run is under way; releases the local claim when it ends, however.
     /// </summary>
     async Task LiveAsync(ConsumeContext<RunInvocation> context, RunInvocation invocation, TaskCompletionSource workerStarted)
@@ -89,13 +94,6 @@ sealed class RunInvocationConsumer(
         var attempt = Math.Max(1, invocation.Attempt);
         try
         {
-            if (supervisor.FinishedHere(invocation.InvocationId, attempt))
-            {
-                // A redelivery after the first delivery was lost with its channel, or a second publish of the same
-                // invocation (a publish retried after a lost confirm): the run has ended here, its events are out.
-                InvocationLog.AlreadyFinishedHere(logger, invocation.InvocationId, attempt);
-                return;
-            }
             // A redelivery, a retry, a reroute, or a child asked for again by its parent's next attempt or re-run may meet another
             // run of the same invocation (live or finished): the saga decides.
             if (OwnershipClaims.Needed(context, invocation) && !await claims.TryClaimAsync(context, invocation).ConfigureAwait(false))
@@ -137,34 +135,32 @@ sealed class RunInvocationConsumer(
     }
 
     /// <summary>
-    /// Claims the invocation on this replica. Local claims are keyed by (id, attempt): a newer attempt of something this
-    /// replica still holds means the saga has moved on (a reroute while this replica was presumed gone), so the old
-    /// attempt's worker is killed and the newer one may go ahead (through the saga's claim). False for a duplicate of
-    /// the attempt running here, or of an older one; a copy that meets a claim not yet started waits for it to start or
-    /// to give up.
+    /// Claims the invocation's attempt on this replica (<see cref="AttemptTable{TSession}"/>, keyed by id, holding one
+    /// attempt at a time). A newer attempt of something this replica still runs or holds paused means the saga has moved
+    /// on (a reroute while this replica was presumed gone), so the old attempt's worker is killed and the newer one may go
+    /// ahead (through the saga's claim). <see cref="LocalClaim.Held"/> for a duplicate of the attempt held here, or of an
+    /// older one; <see cref="LocalClaim.FinishedHere"/> for an attempt that ran to its end here. A copy that meets a claim
+    /// not yet started waits for it to start or to give up.
     /// </summary>
-    async Task<bool> ClaimHereAsync(RunInvocation invocation, CancellationToken cancellationToken)
+    async Task<LocalClaim> ClaimHereAsync(RunInvocation invocation, CancellationToken cancellationToken)
     {
         var attempt = Math.Max(1, invocation.Attempt);
         for (var tries = 0; ; tries++)
         {
-            if (supervisor.TryClaim(invocation.InvocationId, attempt))
-                return true;
-            if (supervisor.TryGet(invocation.InvocationId, out var held))
+            var claim = supervisor.TryClaim(invocation.InvocationId, attempt, out var heldAttempt, out var held);
+            if (claim != LocalClaim.Held)
+                return claim;
+            if (held is not null)
             {
                 if (held.Attempt >= attempt || tries >= 50)
-                    return false;
+                    return LocalClaim.Held;
                 if (await supervisor.AbandonAsync(invocation.InvocationId, held.Attempt).ConfigureAwait(false))
                     InvocationLog.Abandoned(logger, invocation.InvocationId, held.Attempt, $"attempt {attempt} of the same invocation arrived here: the saga has moved on");
-                // The old attempt's driver releases the claim as it ends.
+                // The old attempt's driver gives its entry up as it ends.
             }
-            else if (supervisor.ClaimedAttempt(invocation.InvocationId) is not { } pending)
+            else if (heldAttempt > attempt)
             {
-                continue; // released just now
-            }
-            else if (pending > attempt)
-            {
-                return false;
+                return LocalClaim.Held;
             }
             // Else a delivery of the same attempt, or of an older one, holds the claim here but has not started its
             // worker: it is still asking the saga, or waiting for room or a slot. Wait for it to start (then this is a

@@ -1,4 +1,3 @@
-using System.Collections.Concurrent;
 using System.Diagnostics;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
@@ -11,13 +10,13 @@ using RunnerService.Worker;
 namespace RunnerService.Processes;
 
 /// <summary>
-/// Knows every live worker session (running or paused) of this replica, hands out workers for new invocations through
-/// the <see cref="WorkerPool"/>, and makes sure none outlives the service: on stop it kills what is left; if the
+/// Holds this replica's attempts in one <see cref="AttemptTable{TSession}"/> (claimed, live with their worker session,
+/// recently finished), hands out workers for new invocations through the <see cref="WorkerPool"/>, and makes sure none outlives the service: on stop it kills what is left; if the
 /// service dies, the workers' parent-death signal does the same.
 /// </summary>
 sealed class WorkerSupervisor(IOptions<RunnerOptions> options, TimeProvider time, ILogger<WorkerSupervisor> logger) : IHostedService, IDisposable
 {
-    readonly ConcurrentDictionary<Guid, WorkerSession> _sessions = new();
+    readonly AttemptTable<WorkerSession> _attempts = new(time);
     readonly RunnerOptions _options = options.Value;
     readonly WorkerPool _pool = new(options.Value, logger);
 
@@ -27,32 +26,26 @@ sealed class WorkerSupervisor(IOptions<RunnerOptions> options, TimeProvider time
     /// <summary>Most worker processes alive at once since start.</summary>
     public int PeakAlive => _pool.PeakAlive;
 
-    public ICollection<WorkerSession> Sessions => _sessions.Values;
+    /// <summary>The live sessions (running or paused) right now, a copy.</summary>
+    public IReadOnlyList<WorkerSession> Sessions => _attempts.Sessions;
 
-    public bool TryGet(Guid invocationId, out WorkerSession session) => _sessions.TryGetValue(invocationId, out session!);
-
-    readonly ConcurrentDictionary<Guid, int> _claims = new();
-
-    /// <summary>
-    /// Claims an invocation id for one delivery of <paramref name="attempt"/>: false while another delivery of the same
-    /// id is being handled or its worker lives (running or paused) here — a duplicate must not run a second time at once.
-    /// </summary>
-    public bool TryClaim(Guid invocationId, int attempt) => _claims.TryAdd(invocationId, attempt);
-
-    /// <summary>The attempt whose delivery holds the claim of this id here, if any.</summary>
-    public int? ClaimedAttempt(Guid invocationId) => _claims.TryGetValue(invocationId, out var attempt) ? attempt : null;
-
-    public bool IsClaimed(Guid invocationId) => _claims.ContainsKey(invocationId);
+    public bool TryGet(Guid invocationId, out WorkerSession session) => _attempts.TryGetSession(invocationId, out session);
 
     /// <summary>
-    /// Gives up the claim of <paramref name="attempt"/> whose delivery ended without leaving a live worker behind; a
-    /// newer attempt's claim taken meanwhile stays.
+    /// Claims <paramref name="attempt"/> of an invocation for one delivery (see <see cref="AttemptTable{TSession}.TryClaim"/>):
+    /// a duplicate must not run a second time at once, nor a finished attempt again.
     /// </summary>
-    public void ReleaseClaim(Guid invocationId, int attempt)
-    {
-        if (!_sessions.ContainsKey(invocationId))
-            _claims.TryRemove(new KeyValuePair<Guid, int>(invocationId, attempt));
-    }
+    public LocalClaim TryClaim(Guid invocationId, int attempt, out int heldAttempt, out WorkerSession? session) =>
+        _attempts.TryClaim(invocationId, attempt, out heldAttempt, out session);
+
+    /// <summary>The attempt held here (claimed or live), if any.</summary>
+    public int? HeldAttempt(Guid invocationId) => _attempts.HeldAttempt(invocationId);
+
+    /// <summary>Whether this replica holds the invocation (claimed, running, paused) or ran it to its end in the last minutes.</summary>
+    public bool Knows(Guid invocationId) => _attempts.Knows(invocationId);
+
+    /// <summary>Gives up the claim of <paramref name="attempt"/> whose delivery ended without leaving a live worker behind.</summary>
+    public void ReleaseClaim(Guid invocationId, int attempt) => _attempts.Release(invocationId, attempt);
 
     /// <summary>Waits (holding no slot) until a new worker fits in the descriptor room; see <see cref="WorkerPool.WaitForRoomAsync"/>.</summary>
     public Task WaitForRoomAsync(CancellationToken cancellationToken) => _pool.WaitForRoomAsync(cancellationToken);
@@ -65,7 +58,7 @@ sealed class WorkerSupervisor(IOptions<RunnerOptions> options, TimeProvider time
         var offerReuse = _options.MaxInvocationsPerProcess > 1 && worker.Runs + 1 < _options.MaxInvocationsPerProcess;
         var session = new WorkerSession(worker, invocation, attempt,
             invocation.Timeout is { } t && t > TimeSpan.Zero ? t : _options.DefaultTimeout, offerReuse, _pool.Timings, logger);
-        _sessions[invocation.InvocationId] = session;
+        _attempts.Started(invocation.InvocationId, attempt, session);
         return session;
     }
 
@@ -77,7 +70,7 @@ sealed class WorkerSupervisor(IOptions<RunnerOptions> options, TimeProvider time
     /// </summary>
     public async Task<bool> AbandonAsync(Guid invocationId, int attempt)
     {
-        if (!_sessions.TryGetValue(invocationId, out var session) || session.Attempt != attempt || !session.TryAbort(TimeSpan.Zero))
+        if (!_attempts.TryGetSession(invocationId, out var session) || session.Attempt != attempt || !session.TryAbort(TimeSpan.Zero))
             return false;
         var paused = session.State == WorkerState.Paused;
         await session.Exited.ConfigureAwait(false);
@@ -112,43 +105,14 @@ sealed class WorkerSupervisor(IOptions<RunnerOptions> options, TimeProvider time
     public string? TakeCancel(Guid invocationId) =>
         !_cancels.IsEmpty && _cancels.TryRemove(invocationId, out var entry) && time.GetUtcNow() - entry.At <= CancelMemory ? entry.Message : null;
 
-    /// <summary>Forgets a session whose worker has ended.</summary>
+    /// <summary>
+    /// Forgets a session whose worker is done with its invocation, and gives the worker back to the pool: remembered as
+    /// finished here when it ran to its end, forgotten when it was taken away (its redelivery must be able to run it).
+    /// </summary>
     public void Remove(WorkerSession session, bool finished = true)
     {
-        if (_sessions.TryRemove(new KeyValuePair<Guid, WorkerSession>(session.InvocationId, session)))
-        {
-            if (finished)
-                RememberFinished(session.InvocationId, session.Attempt);
-            _claims.TryRemove(new KeyValuePair<Guid, int>(session.InvocationId, session.Attempt));
+        if (_attempts.Ended(session.InvocationId, session.Attempt, session, finished))
             _pool.Return(session.Process, session.WorkerIdleAfterFinal);
-        }
-    }
-
-    static readonly TimeSpan FinishedMemory = TimeSpan.FromMinutes(5);
-    const int FinishedCapacity = 200_000;
-    readonly Lock _finishedLock = new();
-    readonly Dictionary<Guid, (DateTimeOffset At, int Attempt)> _finished = [];
-    readonly Queue<(Guid Id, DateTimeOffset At)> _finishedOrder = new();
-
-    /// <summary>
-    /// Remembers a finished attempt for <see cref="FinishedMemory"/> (at most <see cref="FinishedCapacity"/> of them,
-    /// about 10 MB); entries are forgotten oldest first, so each call costs O(1) however many are remembered.
-    /// </summary>
-    void RememberFinished(Guid invocationId, int attempt)
-    {
-        var now = time.GetUtcNow();
-        lock (_finishedLock)
-        {
-            _finished[invocationId] = (now, attempt);
-            _finishedOrder.Enqueue((invocationId, now));
-            while (_finishedOrder.TryPeek(out var oldest) && (now - oldest.At > FinishedMemory || _finishedOrder.Count > FinishedCapacity))
-            {
-                _finishedOrder.Dequeue();
-                // A later attempt of the same invocation may have renewed the entry: that one stays.
-                if (_finished.TryGetValue(oldest.Id, out var entry) && entry.At == oldest.At)
-                    _finished.Remove(oldest.Id);
-            }
-        }
     }
 
     /// <summary>
@@ -156,11 +120,7 @@ sealed class WorkerSupervisor(IOptions<RunnerOptions> options, TimeProvider time
     /// last minutes: a redelivery of that attempt (its delivery was lost with the channel) must not run it again, and
     /// its final events may still be on their way to the saga (so it is not an orphan).
     /// </summary>
-    public bool FinishedHere(Guid invocationId, int attempt)
-    {
-        lock (_finishedLock)
-            return _finished.TryGetValue(invocationId, out var finished) && finished.Attempt >= attempt && time.GetUtcNow() - finished.At < FinishedMemory;
-    }
+    public bool FinishedHere(Guid invocationId, int attempt) => _attempts.FinishedHere(invocationId, attempt);
 
     public Task StartAsync(CancellationToken cancellationToken)
     {
@@ -172,7 +132,7 @@ sealed class WorkerSupervisor(IOptions<RunnerOptions> options, TimeProvider time
     public async Task StopAsync(CancellationToken cancellationToken)
     {
         var idle = _pool.Stop();
-        var left = _sessions.Values.ToArray();
+        var left = _attempts.Sessions;
         foreach (var session in left)
         {
             WorkerLog.KillingOnStop(logger, session.Pid, session.InvocationId, session.Invocation.TaskName, session.State);

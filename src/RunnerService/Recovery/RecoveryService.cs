@@ -211,7 +211,7 @@ sealed class RecoveryService(
             // A replica that does not hear its own heartbeat does not hear the others' either (its heartbeat queue or
             // consumer is gone, the broker is away): it does not take its peers for dead (RunnerRegistry.IsGone).
             var lost = saga.OwnerInstance == me
-                ? !supervisor.TryGet(saga.CorrelationId, out _) && !supervisor.IsClaimed(saga.CorrelationId) && !supervisor.FinishedHere(saga.CorrelationId, attempt: 1)
+                ? !supervisor.Knows(saga.CorrelationId)
                 : registry.IsGone(saga.OwnerInstance!);
             if (!lost)
                 continue;

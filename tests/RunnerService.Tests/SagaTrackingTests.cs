@@ -39,6 +39,29 @@ public class SagaTrackingTests
     }
 
     [Fact]
+    public async Task The_saga_stamps_its_times_from_the_registered_clock_which_recovery_judges_staleness_by()
+    {
+        var clock = new ManualClock();
+        await using var provider = await StartHarnessAsync(clock);
+        var harness = provider.GetTestHarness();
+        var saga = harness.GetSagaStateMachineHarness<InvocationStateMachine, InvocationState>();
+        var id = NewId.NextGuid();
+
+        await harness.Bus.Publish(Track(id, "replica-b", attempt: 1, pid: 20));
+        Assert.NotNull(await saga.Exists(id, m => m.Running));
+        var instance = saga.Sagas.Contains(id)!;
+        Assert.Equal((clock.Now, clock.Now), (instance.CreatedAt, instance.UpdatedAt));
+        Assert.Equal(clock.Now, instance.History.Single().At);
+
+        var started = clock.Now;
+        clock.Now += TimeSpan.FromMinutes(7);
+        await harness.Bus.Publish(Track(id, "replica-c", attempt: 2, pid: 30));
+        Assert.True(await harness.Consumed.Any<TrackInvocation>(m => m.Context.Message.Attempt == 2));
+        Assert.True(await WaitForCountAsync(() => instance.Attempt, 2));
+        Assert.Equal((started, clock.Now), (instance.CreatedAt, instance.UpdatedAt));
+    }
+
+    [Fact]
     public async Task After_a_recovery_reroute_only_the_new_attempt_may_claim_the_invocation()
     {
         await using var provider = await StartHarnessAsync();
@@ -232,9 +255,10 @@ public class SagaTrackingTests
     }
 
     /// <summary>The state machine alone on the in-memory test harness, started.</summary>
-    static async Task<ServiceProvider> StartHarnessAsync()
+    static async Task<ServiceProvider> StartHarnessAsync(TimeProvider? clock = null)
     {
         var provider = new ServiceCollection()
+            .AddSingleton(clock ?? TimeProvider.System)
             .AddMassTransitTestHarness(x => x.AddSagaStateMachine<InvocationStateMachine, InvocationState>().InMemoryRepository())
             .BuildServiceProvider(true);
         await provider.StartTestHarness();

@@ -37,8 +37,14 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
     public Event<CancelInvocation> CancelRequested { get; private set; } = null!;
     public Event<InvocationProgress> ProgressReported { get; private set; } = null!;
 
-    public InvocationStateMachine()
+    readonly TimeProvider _time;
+
+    /// <summary>The saga's clock: every time it records (<c>UpdatedAt</c>, which recovery judges staleness by, the history, the notes).</summary>
+    DateTimeOffset Now => _time.GetUtcNow();
+
+    public InvocationStateMachine(TimeProvider? time = null)
     {
+        _time = time ?? TimeProvider.System;
         InstanceState(x => x.CurrentState);
 
         Event(() => Tracked, e => e.CorrelateById(c => c.Message.InvocationId));
@@ -146,7 +152,7 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
         // A resume that was lost on its way: the owner still holds the worker paused for this wait. Send it again.
         During(Resuming,
             When(ResendRequested, c => c.Message.Attempt == c.Saga.Attempt && c.Message.WaitSequence == c.Saga.WaitSequence)
-                .Then(c => c.Saga.Recoveries.Add($"{DateTimeOffset.UtcNow:O} resume of wait {c.Message.WaitSequence} sent again"))
+                .Then(c => c.Saga.Recoveries.Add($"{Now:O} resume of wait {c.Message.WaitSequence} sent again"))
                 .ThenAsync(SendResumeAsync));
 
         // The same wait again: a redelivery after the state was stored but its RegisterWaiter notices were lost with
@@ -181,26 +187,26 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
             // A worker that waits for an invocation already final (a second copy of it that ran elsewhere) can never
             // be resumed: its replica is told to kill it.
             When(WaitStarted)
-                .Then(c => c.Saga.Recoveries.Add($"{DateTimeOffset.UtcNow:O} wait of attempt {c.Message.Attempt} from {c.Message.RunnerInstance} after the end: its worker is abandoned"))
+                .Then(c => c.Saga.Recoveries.Add($"{Now:O} wait of attempt {c.Message.Attempt} from {c.Message.RunnerInstance} after the end: its worker is abandoned"))
                 .ThenAsync(c => AbandonWaitAsync(c, $"the invocation is already {c.Saga.CurrentState}")));
 
     }
 
     /// <summary>A cancel passed down a tree reaches only that tree's sub-invocations.</summary>
-    static bool Applies(InvocationState saga, CancelInvocation cancel) =>
+    bool Applies(InvocationState saga, CancelInvocation cancel) =>
         cancel.OnlyIfChildOf is not { } parent || saga.ParentInvocationId is null || saga.ParentInvocationId == parent;
 
-    static void RecordCancel(InvocationState saga, CancelInvocation cancel)
+    void RecordCancel(InvocationState saga, CancelInvocation cancel)
     {
         if (saga.CancelMessage is not null)
             return;
         var by = string.IsNullOrWhiteSpace(cancel.RequestedBy) ? "a client" : cancel.RequestedBy;
         saga.CancelMessage = string.IsNullOrWhiteSpace(cancel.Reason) ? $"cancelled by {by}" : $"cancelled by {by}: {cancel.Reason}";
-        saga.Recoveries.Add($"{DateTimeOffset.UtcNow:O} {saga.CancelMessage} (in {(string.IsNullOrEmpty(saga.CurrentState) ? "Initial" : saga.CurrentState)})");
+        saga.Recoveries.Add($"{Now:O} {saga.CancelMessage} (in {(string.IsNullOrEmpty(saga.CurrentState) ? "Initial" : saga.CurrentState)})");
     }
 
     /// <summary>Answers a cancel sent as a request (a cancel passed down a subtree has nobody to answer).</summary>
-    static async Task AnswerCancelAsync(BehaviorContext<InvocationState, CancelInvocation> context, string outcome)
+    async Task AnswerCancelAsync(BehaviorContext<InvocationState, CancelInvocation> context, string outcome)
     {
         if (context.ResponseAddress is null)
             return;
@@ -216,7 +222,7 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
     /// The owner kills the worker and cancels the children it started. What it waits for is cancelled here too, when it
     /// is its sub-invocation (its owner may be gone, and then only the saga can pass the cancel on).
     /// </summary>
-    static async Task CancelOwnedAsync(BehaviorContext<InvocationState> context)
+    async Task CancelOwnedAsync(BehaviorContext<InvocationState> context)
     {
         await CancelIfAskedAsync(context).ConfigureAwait(false);
         foreach (var dependency in context.Saga.WaitingFor.Where(id => id != context.Saga.CorrelationId))
@@ -232,7 +238,7 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
     }
 
     /// <summary>Once a replica holds an invocation whose cancel was asked for, it is told to kill that attempt.</summary>
-    static async Task CancelIfAskedAsync(BehaviorContext<InvocationState> context)
+    async Task CancelIfAskedAsync(BehaviorContext<InvocationState> context)
     {
         var saga = context.Saga;
         if (saga.CancelMessage is null || saga.OwnerAddress is not { } owner)
@@ -242,19 +248,19 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
     }
 
     /// <summary>An event of an attempt older than the saga's current one.</summary>
-    static bool IsStale(InvocationState saga, int attempt) => attempt < saga.Attempt;
+    bool IsStale(InvocationState saga, int attempt) => attempt < saga.Attempt;
 
-    static void RecordStale(InvocationState saga, string what, int attempt, string? replica)
+    void RecordStale(InvocationState saga, string what, int attempt, string? replica)
     {
-        saga.Recoveries.Add($"{DateTimeOffset.UtcNow:O} stale {what} of attempt {attempt} from {replica ?? "?"} ignored (current attempt {saga.Attempt})");
+        saga.Recoveries.Add($"{Now:O} stale {what} of attempt {attempt} from {replica ?? "?"} ignored (current attempt {saga.Attempt})");
         Telemetry.RunnerMetrics.StaleEvent(what);
     }
 
-    static Task AbandonStaleWaitAsync(BehaviorContext<InvocationState, InvocationWaitingFor> context) =>
+    Task AbandonStaleWaitAsync(BehaviorContext<InvocationState, InvocationWaitingFor> context) =>
         AbandonWaitAsync(context, $"attempt {context.Message.Attempt} is stale: the invocation is at attempt {context.Saga.Attempt}");
 
     /// <summary>Tells the replica that sent a wait nobody will answer to kill that worker (nothing is rerouted).</summary>
-    static async Task AbandonWaitAsync(BehaviorContext<InvocationState, InvocationWaitingFor> context, string reason)
+    async Task AbandonWaitAsync(BehaviorContext<InvocationState, InvocationWaitingFor> context, string reason)
     {
         if (context.Message.RunnerAddress is not { } address)
             return;
@@ -282,20 +288,20 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
             .If(c => c.Message.Status == InvocationStatus.TimedOut, x => x.TransitionTo(TimedOut))
             .If(c => c.Message.Status == InvocationStatus.Cancelled, x => x.TransitionTo(Cancelled));
 
-    static void Touch<T>(BehaviorContext<InvocationState, T> context) where T : class
+    void Touch<T>(BehaviorContext<InvocationState, T> context) where T : class
     {
         if (context.Saga.CreatedAt == default)
-            context.Saga.CreatedAt = DateTimeOffset.UtcNow;
-        context.Saga.UpdatedAt = DateTimeOffset.UtcNow;
+            context.Saga.CreatedAt = Now;
+        context.Saga.UpdatedAt = Now;
     }
 
-    static void RecordTransition(InvocationState saga, string to)
+    void RecordTransition(InvocationState saga, string to)
     {
         if (to is "Initial" or "Final")
             return;
         if (saga.CreatedAt == default)
-            saga.CreatedAt = DateTimeOffset.UtcNow;
-        saga.UpdatedAt = DateTimeOffset.UtcNow;
+            saga.CreatedAt = Now;
+        saga.UpdatedAt = Now;
         saga.History.Add(new StatusChange
         {
             From = string.IsNullOrEmpty(saga.CurrentState) ? "Initial" : saga.CurrentState,
@@ -307,7 +313,7 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
     }
 
     /// <summary>Keeps what the publisher asked for: a recovery publishes it again.</summary>
-    static void Keep(InvocationState saga, RunInvocation? message)
+    void Keep(InvocationState saga, RunInvocation? message)
     {
         if (message is null)
             return;
@@ -320,7 +326,7 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
     }
 
     /// <summary>A claim wins for a newer attempt, or for the current one when nobody (or the claimer itself) owns it.</summary>
-    static bool MayClaim(InvocationState saga, ClaimInvocation claim) =>
+    bool MayClaim(InvocationState saga, ClaimInvocation claim) =>
         !(claim.AskedAgain && OwnMessageExists(saga, claim.Invocation)) &&
         (claim.Attempt > saga.Attempt ||
         (claim.Attempt == saga.Attempt &&
@@ -332,13 +338,13 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
     /// for it (<c>Expected</c>: that attempt had published it first). A child first awaited by the asking attempt itself
     /// has no other message, and refusing it would leave the parent waiting for ever.
     /// </summary>
-    static bool OwnMessageExists(InvocationState saga, RunInvocation? asked) =>
+    bool OwnMessageExists(InvocationState saga, RunInvocation? asked) =>
         saga.CurrentState == nameof(Submitted) ||
         (saga.CurrentState == nameof(Expected) &&
          (asked?.ParentInvocationId is not { } parent ||
           (saga.FirstWaitAttempts.TryGetValue(parent, out var first) && first < asked.ParentAttempt)));
 
-    static void Apply(InvocationState saga, ClaimInvocation claim)
+    void Apply(InvocationState saga, ClaimInvocation claim)
     {
         saga.OwnerInstance = claim.Instance;
         saga.OwnerAddress = claim.InstanceAddress;
@@ -348,7 +354,7 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
         Keep(saga, claim.Invocation);
     }
 
-    static ClaimInvocationReply Reply(InvocationState saga, bool granted) => new()
+    ClaimInvocationReply Reply(InvocationState saga, bool granted) => new()
     {
         InvocationId = saga.CorrelationId,
         Granted = granted,
@@ -358,7 +364,7 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
     };
 
     /// <summary>The owner is gone: publish the invocation again as the next attempt, owned by nobody until claimed.</summary>
-    static async Task RerouteAsync(BehaviorContext<InvocationState, RecoverInvocation> context)
+    async Task RerouteAsync(BehaviorContext<InvocationState, RecoverInvocation> context)
     {
         var saga = context.Saga;
         await context.Publish(new RunInvocation
@@ -371,9 +377,9 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
             MaxAttempts = saga.MaxAttempts,
             ReplyTo = saga.ReplyTo,
             Attempt = saga.Attempt + 1,
-            SubmittedAt = DateTimeOffset.UtcNow,
+            SubmittedAt = Now,
         }).ConfigureAwait(false);
-        saga.Recoveries.Add($"{DateTimeOffset.UtcNow:O} attempt {saga.Attempt} of {context.Message.Owner} rerouted by {context.Message.RecoveredBy}");
+        saga.Recoveries.Add($"{Now:O} attempt {saga.Attempt} of {context.Message.Owner} rerouted by {context.Message.RecoveredBy}");
         // The owner was presumed gone. If it is not (its heartbeats were late, not missing), it still holds the old
         // attempt's worker, paused or running, and nothing else would ever tell it: it kills that worker when this
         // reaches its own queue. A replica that is really gone finds nothing to kill when it comes back.
@@ -401,11 +407,11 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
     /// A track may come late (its publish retried while the attempt was retried or taken over by another replica):
     /// only a newer attempt, or the current one from its owner (or with no owner yet), is applied.
     /// </summary>
-    static bool IsCurrent(InvocationState saga, TrackInvocation track) =>
+    bool IsCurrent(InvocationState saga, TrackInvocation track) =>
         track.Attempt > saga.Attempt ||
         (track.Attempt == saga.Attempt && (saga.OwnerInstance is null || saga.OwnerInstance == track.RunnerInstance));
 
-    static void Apply(InvocationState saga, TrackInvocation message)
+    void Apply(InvocationState saga, TrackInvocation message)
     {
         saga.TaskName = message.Invocation.TaskName;
         saga.ParentInvocationId = message.Invocation.ParentInvocationId;
@@ -414,12 +420,13 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
         saga.OwnerAddress = message.RunnerAddress;
         saga.ProcessId = message.ProcessId;
         saga.Attempt = message.Attempt;
+        saga.UpdatedAt = Now; // a new owner or attempt is news even when the state stays Running
         // A new attempt starts afresh: a wait of the dead attempt is void.
         saga.WaitingFor = [];
         saga.Collected = [];
     }
 
-    static async Task RegisterWaitsAsync(BehaviorContext<InvocationState, InvocationWaitingFor> context)
+    async Task RegisterWaitsAsync(BehaviorContext<InvocationState, InvocationWaitingFor> context)
     {
         var saga = context.Saga;
         var message = context.Message;
@@ -437,7 +444,7 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
     }
 
     /// <summary>Tells every dependency not answered yet (itself excepted) that this invocation waits for it.</summary>
-    static async Task RegisterWithOpenDependenciesAsync(BehaviorContext<InvocationState> context)
+    async Task RegisterWithOpenDependenciesAsync(BehaviorContext<InvocationState> context)
     {
         var saga = context.Saga;
         var chain = saga.Upstream.Append(saga.CorrelationId).Distinct().ToArray();
@@ -445,7 +452,7 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
             await context.Publish(new RegisterWaiter { InvocationId = dependency, WaiterId = saga.CorrelationId, WaiterAttempt = saga.Attempt, Chain = chain }).ConfigureAwait(false);
     }
 
-    static async Task AddWaiterAsync(BehaviorContext<InvocationState, RegisterWaiter> context)
+    async Task AddWaiterAsync(BehaviorContext<InvocationState, RegisterWaiter> context)
     {
         var saga = context.Saga;
         var message = context.Message;
@@ -465,7 +472,7 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
         await MergeAndForwardAsync(context, message.Chain).ConfigureAwait(false);
     }
 
-    static async Task MergeUpstreamAsync(BehaviorContext<InvocationState, UpstreamChanged> context)
+    async Task MergeUpstreamAsync(BehaviorContext<InvocationState, UpstreamChanged> context)
     {
         var saga = context.Saga;
         var message = context.Message;
@@ -484,7 +491,7 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
     }
 
     /// <summary>Adds to the upstream set; while waiting, passes the news down to what this invocation waits for.</summary>
-    static async Task MergeAndForwardAsync(BehaviorContext<InvocationState> context, IEnumerable<Guid> chain)
+    async Task MergeAndForwardAsync(BehaviorContext<InvocationState> context, IEnumerable<Guid> chain)
     {
         var saga = context.Saga;
         var grew = false;
@@ -496,7 +503,7 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
                 grew = true;
             }
         }
-        saga.UpdatedAt = DateTimeOffset.UtcNow;
+        saga.UpdatedAt = Now;
         if (!grew || saga.WaitingFor.Count == 0 || saga.FinalStatus is not null)
             return;
         var forward = saga.Upstream.Append(saga.CorrelationId).Distinct().ToArray();
@@ -504,14 +511,14 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
             await context.Publish(new UpstreamChanged { InvocationId = dependency, From = saga.CorrelationId, Chain = forward }).ConfigureAwait(false);
     }
 
-    static void Collect(InvocationState saga, DependencyOutcome outcome)
+    void Collect(InvocationState saga, DependencyOutcome outcome)
     {
-        saga.UpdatedAt = DateTimeOffset.UtcNow;
+        saga.UpdatedAt = Now;
         if (saga.WaitingFor.Contains(outcome.InvocationId) && saga.Collected.All(c => c.InvocationId != outcome.InvocationId))
             saga.Collected.Add(outcome);
     }
 
-    static async Task SendResumeAsync<T>(BehaviorContext<InvocationState, T> context) where T : class
+    async Task SendResumeAsync<T>(BehaviorContext<InvocationState, T> context) where T : class
     {
         var saga = context.Saga;
         var endpoint = await context.GetSendEndpoint(saga.OwnerAddress!).ConfigureAwait(false);
@@ -520,7 +527,7 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
             .ConfigureAwait(false);
     }
 
-    static async Task CompleteAsync(BehaviorContext<InvocationState, InvocationCompleted> context)
+    async Task CompleteAsync(BehaviorContext<InvocationState, InvocationCompleted> context)
     {
         var saga = context.Saga;
         var message = context.Message;
@@ -543,7 +550,7 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
     }
 
     /// <summary>Sends the final outcome to every waiter; the list is kept, so a redelivered completion can send again.</summary>
-    static async Task NotifyWaitersAsync(BehaviorContext<InvocationState, InvocationCompleted> context)
+    async Task NotifyWaitersAsync(BehaviorContext<InvocationState, InvocationCompleted> context)
     {
         var outcome = context.Saga.Outcome();
         foreach (var waiter in context.Saga.Waiters)
@@ -554,7 +561,7 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
     /// A waiter that registers after the end gets the outcome at once, and is recorded like the others: retention keeps
     /// this record while that waiter is open (it may ask again, after a reroute).
     /// </summary>
-    static Task AnswerFinalAsync(BehaviorContext<InvocationState, RegisterWaiter> context)
+    Task AnswerFinalAsync(BehaviorContext<InvocationState, RegisterWaiter> context)
     {
         var saga = context.Saga;
         var message = context.Message;
@@ -562,11 +569,11 @@ public sealed class InvocationStateMachine : MassTransitStateMachine<InvocationS
             saga.Waiters.Add(message.WaiterId);
         if (!saga.FirstWaitAttempts.TryGetValue(message.WaiterId, out var first) || message.WaiterAttempt < first)
             saga.FirstWaitAttempts[message.WaiterId] = message.WaiterAttempt;
-        saga.UpdatedAt = DateTimeOffset.UtcNow;
+        saga.UpdatedAt = Now;
         return context.Publish(new DependencyFinished { WaiterId = message.WaiterId, Outcome = saga.Outcome() });
     }
 
-    static DependencyOutcome CycleOutcome(Guid dependency, string message) => new()
+    DependencyOutcome CycleOutcome(Guid dependency, string message) => new()
     {
         InvocationId = dependency,
         Status = InvocationStatus.Failed,

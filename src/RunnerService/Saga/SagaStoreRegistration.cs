@@ -31,10 +31,10 @@ public static class SagaStoreRegistration
         {
             // Runner:SagaSchema puts the tables in their own schema (several deployments or tests on one database).
             var schema = configuration[$"{Hosting.RunnerOptions.SectionName}:SagaSchema"];
-            services.TryAddSingleton<ISagaStore>(_ => new PostgresSagaStore(connection, string.IsNullOrWhiteSpace(schema) ? null : schema));
+            services.TryAddSingleton<ISagaStore>(sp => new PostgresSagaStore(connection, string.IsNullOrWhiteSpace(schema) ? null : schema, sp.GetService<TimeProvider>()));
         }
         else
-            services.TryAddSingleton<ISagaStore>(_ => new SqliteSagaStore(connection));
+            services.TryAddSingleton<ISagaStore>(sp => new SqliteSagaStore(connection, sp.GetService<TimeProvider>()));
         services.AddHostedService<SagaStoreInitializer>();
         return services;
     }

@@ -28,6 +28,7 @@ public sealed partial class PostgresSagaStore : ISagaStore, IAsyncDisposable, ID
 
     static readonly TimeSpan PingTimeout = TimeSpan.FromSeconds(5);
     static readonly TimeSpan InitializeRetryFor = TimeSpan.FromSeconds(60);
+    readonly TimeProvider _time;
 
     readonly NpgsqlDataSource _dataSource;
     readonly string? _schema;
@@ -36,8 +37,10 @@ public sealed partial class PostgresSagaStore : ISagaStore, IAsyncDisposable, ID
 
     /// <param name="connectionString">An Npgsql connection string (<c>Host=…;Port=…;Database=…;Username=…;Password=…</c>).</param>
     /// <param name="schema">Optional schema for the tables (created when missing); else they go where <c>search_path</c> points (normally <c>public</c>).</param>
-    public PostgresSagaStore(string connectionString, string? schema = null)
+    /// <param name="time">The clock of the start-up retry's deadline (the table's own times are the database's <c>now()</c>).</param>
+    public PostgresSagaStore(string connectionString, string? schema = null, TimeProvider? time = null)
     {
+        _time = time ?? TimeProvider.System;
         if (schema is not null && !IdentifierPattern().IsMatch(schema))
             throw new ArgumentException($"'{schema}' is not a plain PostgreSQL identifier (lower-case letters, digits, _; at most 63).", nameof(schema));
         var builder = new NpgsqlConnectionStringBuilder(connectionString);
@@ -63,7 +66,7 @@ public sealed partial class PostgresSagaStore : ISagaStore, IAsyncDisposable, ID
     /// </summary>
     public async Task InitializeAsync(CancellationToken cancellationToken)
     {
-        var giveUp = DateTime.UtcNow + InitializeRetryFor;
+        var giveUp = _time.GetUtcNow() + InitializeRetryFor;
         for (var attempt = 1; ; attempt++)
         {
             try
@@ -71,9 +74,9 @@ public sealed partial class PostgresSagaStore : ISagaStore, IAsyncDisposable, ID
                 await CreateSchemaAsync(cancellationToken).ConfigureAwait(false);
                 return;
             }
-            catch (NpgsqlException e) when (e.IsTransient && DateTime.UtcNow < giveUp && !cancellationToken.IsCancellationRequested)
+            catch (NpgsqlException e) when (e.IsTransient && _time.GetUtcNow() < giveUp && !cancellationToken.IsCancellationRequested)
             {
-                await Task.Delay(TimeSpan.FromMilliseconds(Math.Min(2000, 100 * attempt)), cancellationToken).ConfigureAwait(false);
+                await Task.Delay(TimeSpan.FromMilliseconds(Math.Min(2000, 100 * attempt)), _time, cancellationToken).ConfigureAwait(false);
             }
         }
     }

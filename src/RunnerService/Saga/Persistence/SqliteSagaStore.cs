@@ -15,9 +15,12 @@ public sealed class SqliteSagaStore : ISagaStore, IDisposable
     readonly string _pingConnectionString;
     readonly SemaphoreSlim _gate = new(1, 1);
     readonly string? _file;
+    readonly TimeProvider _time;
 
-    public SqliteSagaStore(string connectionString)
+    /// <param name="time">The clock that stamps <c>updated_at</c> (retention's cut-off reads the same clock).</param>
+    public SqliteSagaStore(string connectionString, TimeProvider? time = null)
     {
+        _time = time ?? TimeProvider.System;
         var builder = new SqliteConnectionStringBuilder(connectionString) { Pooling = true, DefaultTimeout = 30 };
         if (!string.IsNullOrEmpty(builder.DataSource) && builder.DataSource != ":memory:")
         {
@@ -69,7 +72,7 @@ public sealed class SqliteSagaStore : ISagaStore, IDisposable
         {
             connection = await OpenAsync(cancellationToken).ConfigureAwait(false);
             await ExecuteAsync(connection, "BEGIN IMMEDIATE;", cancellationToken).ConfigureAwait(false);
-            return new Transaction(connection, _gate);
+            return new Transaction(connection, _gate, _time);
         }
         catch
         {
@@ -130,7 +133,7 @@ public sealed class SqliteSagaStore : ISagaStore, IDisposable
 
     public void Dispose() => _gate.Dispose();
 
-    sealed class Transaction(SqliteConnection connection, SemaphoreSlim gate) : ISagaStoreTransaction
+    sealed class Transaction(SqliteConnection connection, SemaphoreSlim gate, TimeProvider time) : ISagaStoreTransaction
     {
         bool _committed;
 
@@ -232,13 +235,13 @@ public sealed class SqliteSagaStore : ISagaStore, IDisposable
             }
         }
 
-        static void Bind(SqliteCommand command, StoredSaga saga)
+        void Bind(SqliteCommand command, StoredSaga saga)
         {
             command.Parameters.AddWithValue("$id", saga.Id.ToString());
             command.Parameters.AddWithValue("$state", saga.State);
             command.Parameters.AddWithValue("$owner", (object?)saga.Owner ?? DBNull.Value);
             command.Parameters.AddWithValue("$version", saga.Version);
-            command.Parameters.AddWithValue("$updated", DateTimeOffset.UtcNow.ToString("O", CultureInfo.InvariantCulture));
+            command.Parameters.AddWithValue("$updated", time.GetUtcNow().ToString("O", CultureInfo.InvariantCulture));
             command.Parameters.AddWithValue("$data", saga.Data);
         }
 

@@ -66,8 +66,8 @@ sealed class RunInvocationConsumer(
                 InvocationLog.AlreadyFinishedHere(logger, invocation.InvocationId, Math.Max(1, invocation.Attempt));
                 return;
         }
-        // From here this delivery holds the local claim of (id, attempt). LiveAsync is its life on this replica, from
-        // the checks through the saga's claim, a slot and the run to its end, and the one place that releases the claim.
+        // From here this delivery holds the local claim of (id, attempt). LiveAsync is its life on this replica, through
+        // the saga's claim, a slot and the run to its end, and the one place that releases the claim unstarted.
         using var scope = logger.BeginScope(new Dictionary<string, object> { ["InvocationId"] = invocation.InvocationId, ["TaskName"] = invocation.TaskName });
         var workerStarted = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var life = LiveAsync(context, invocation, workerStarted);
@@ -86,8 +86,10 @@ sealed class RunInvocationConsumer(
     }
 
     /// <summary>
-    /// The life of a locally claimed delivery: the saga's claim when one is needed, room and a slot, then the run (<see cref="InvocationExecutor.RunNewAsync"/>, which gives the slot back itself). Signals
-    /// <paramref name="workerStarted"/> once the run is under way; releases the local claim when it ends, however.
+    /// The life of a locally claimed delivery: the saga's claim when one is needed, room and a slot, then the run
+    /// (<see cref="InvocationExecutor.RunNewAsync"/>, which gives the slot back itself). Signals
+    /// <paramref name="workerStarted"/> once the run is under way; releases an unstarted local claim when it ends,
+    /// however (a started worker's entry ends with its session, <see cref="WorkerSupervisor.Remove"/>).
     /// </summary>
     async Task LiveAsync(ConsumeContext<RunInvocation> context, RunInvocation invocation, TaskCompletionSource workerStarted)
     {

@@ -1,3 +1,6 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+
 namespace RunnerService.Processes;
 
 /// <summary>How a local claim of an invocation's attempt came out (<see cref="AttemptTable{TSession}.TryClaim"/>).</summary>
@@ -31,7 +34,8 @@ sealed class AttemptTable<TSession>(TimeProvider time) where TSession : class
     public static readonly TimeSpan FinishedMemory = TimeSpan.FromMinutes(5);
     const int FinishedCapacity = 200_000;
 
-    sealed class Entry
+    /// <summary>A value in the table (no allocation per invocation on the hot path), changed in place by reference.</summary>
+    struct Entry
     {
         /// <summary>The attempt held here (claimed or live), 0 when none.</summary>
         public int Held;
@@ -44,7 +48,7 @@ sealed class AttemptTable<TSession>(TimeProvider time) where TSession : class
 
         public DateTimeOffset FinishedAt;
 
-        public bool IsEmpty => Held == 0 && Finished == 0;
+        public readonly bool IsEmpty => Held == 0 && Finished == 0;
     }
 
     readonly Lock _lock = new();
@@ -63,11 +67,7 @@ sealed class AttemptTable<TSession>(TimeProvider time) where TSession : class
         {
             heldAttempt = 0;
             session = null;
-            if (!_entries.TryGetValue(invocationId, out var entry))
-            {
-                _entries[invocationId] = new Entry { Held = attempt };
-                return LocalClaim.Granted;
-            }
+            ref var entry = ref CollectionsMarshal.GetValueRefOrAddDefault(_entries, invocationId, out _);
             if (entry.Held != 0)
             {
                 heldAttempt = entry.Held;
@@ -86,7 +86,8 @@ sealed class AttemptTable<TSession>(TimeProvider time) where TSession : class
     {
         lock (_lock)
         {
-            if (_entries.TryGetValue(invocationId, out var entry) && entry.Held == attempt && entry.Session is null)
+            ref var entry = ref CollectionsMarshal.GetValueRefOrNullRef(_entries, invocationId);
+            if (!Unsafe.IsNullRef(ref entry) && entry.Held == attempt && entry.Session is null)
             {
                 entry.Held = 0;
                 if (entry.IsEmpty)
@@ -100,8 +101,7 @@ sealed class AttemptTable<TSession>(TimeProvider time) where TSession : class
     {
         lock (_lock)
         {
-            if (!_entries.TryGetValue(invocationId, out var entry))
-                _entries[invocationId] = entry = new Entry();
+            ref var entry = ref CollectionsMarshal.GetValueRefOrAddDefault(_entries, invocationId, out _);
             entry.Held = attempt;
             entry.Session = session;
             _live[invocationId] = session;
@@ -117,7 +117,8 @@ sealed class AttemptTable<TSession>(TimeProvider time) where TSession : class
     {
         lock (_lock)
         {
-            if (!_entries.TryGetValue(invocationId, out var entry) || !ReferenceEquals(entry.Session, session))
+            ref var entry = ref CollectionsMarshal.GetValueRefOrNullRef(_entries, invocationId);
+            if (Unsafe.IsNullRef(ref entry) || !ReferenceEquals(entry.Session, session))
                 return false;
             entry.Session = null;
             entry.Held = 0;
@@ -184,7 +185,7 @@ sealed class AttemptTable<TSession>(TimeProvider time) where TSession : class
         }
     }
 
-    bool RecentlyFinished(Entry entry, int attempt) =>
+    bool RecentlyFinished(in Entry entry, int attempt) =>
         entry.Finished != 0 && entry.Finished >= attempt && time.GetUtcNow() - entry.FinishedAt < FinishedMemory;
 
     void ForgetOld(DateTimeOffset now)
@@ -193,7 +194,8 @@ sealed class AttemptTable<TSession>(TimeProvider time) where TSession : class
         {
             _finishedOrder.Dequeue();
             // A later finish of the same invocation renewed the entry: that one stays.
-            if (_entries.TryGetValue(oldest.Id, out var entry) && entry.FinishedAt == oldest.At && entry.Finished != 0)
+            ref var entry = ref CollectionsMarshal.GetValueRefOrNullRef(_entries, oldest.Id);
+            if (!Unsafe.IsNullRef(ref entry) && entry.FinishedAt == oldest.At && entry.Finished != 0)
             {
                 entry.Finished = 0;
                 if (entry.IsEmpty)

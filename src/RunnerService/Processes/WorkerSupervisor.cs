@@ -11,8 +11,9 @@ namespace RunnerService.Processes;
 
 /// <summary>
 /// Holds this replica's attempts in one <see cref="AttemptTable{TSession}"/> (claimed, live with their worker session,
-/// recently finished), hands out workers for new invocations through the <see cref="WorkerPool"/>, and makes sure none outlives the service: on stop it kills what is left; if the
-/// service dies, the workers' parent-death signal does the same.
+/// recently finished), hands out workers for new invocations through the <see cref="WorkerPool"/>, and makes sure no
+/// worker outlives the service: on stop it kills what is left; if the service dies, the workers' parent-death signal
+/// does the same.
 /// </summary>
 sealed class WorkerSupervisor(IOptions<RunnerOptions> options, TimeProvider time, ILogger<WorkerSupervisor> logger) : IHostedService, IDisposable
 {
@@ -37,9 +38,6 @@ sealed class WorkerSupervisor(IOptions<RunnerOptions> options, TimeProvider time
     /// </summary>
     public LocalClaim TryClaim(Guid invocationId, int attempt, out int heldAttempt, out WorkerSession? session) =>
         _attempts.TryClaim(invocationId, attempt, out heldAttempt, out session);
-
-    /// <summary>The attempt held here (claimed or live), if any.</summary>
-    public int? HeldAttempt(Guid invocationId) => _attempts.HeldAttempt(invocationId);
 
     /// <summary>Whether this replica holds the invocation (claimed, running, paused) or ran it to its end in the last minutes.</summary>
     public bool Knows(Guid invocationId) => _attempts.Knows(invocationId);

@@ -27,6 +27,7 @@ sealed class RecoveryService(
     IOptions<RunnerOptions> options,
     TimeProvider time,
     BrokerContact contact,
+    IHostApplicationLifetime lifetime,
     ILogger<RecoveryService> logger) : BackgroundService
 {
     static readonly string[] OwnedStates = ["Running", "Waiting", "Resuming"];
@@ -124,7 +125,11 @@ sealed class RecoveryService(
             try
             {
                 var stopping = time.GetTimestamp();
-                await busControl.StopAsync(stoppingToken).ConfigureAwait(false);
+                if (!await FinishesWithinAsync(busControl.StopAsync(stoppingToken), BusStopGiveUp, time, stoppingToken).ConfigureAwait(false))
+                {
+                    GiveUpOnItself();
+                    return;
+                }
                 stoppingToken.ThrowIfCancellationRequested(); // the replica stops: MassTransit's own stop takes over
                 RecoveryLog.BusStopped(logger, round, time.GetElapsedTime(stopping));
                 using var start = CancellationTokenSource.CreateLinkedTokenSource(stoppingToken);
@@ -156,6 +161,50 @@ sealed class RecoveryService(
             }
             pause = pause * 2 < TimeSpan.FromSeconds(30) ? pause * 2 : TimeSpan.FromSeconds(30);
         }
+    }
+
+    /// <summary>
+    /// How long a restart's stop of the bus may take before the replica gives up on healing itself. Stops normally take
+    /// 5 to 45 s (channel calls on the dead connection time out); one seen in the 10,000-invocation chaos run of
+    /// 2026-11-30 never returned, and the replica sat deaf (heartbeating, so never presumed gone) with its deliveries
+    /// held for the rest of the run.
+    /// </summary>
+    internal static readonly TimeSpan BusStopGiveUp = TimeSpan.FromMinutes(3);
+
+    /// <summary>How long the replica's own graceful stop gets after it gave up on itself, before the process ends hard.</summary>
+    static readonly TimeSpan ExitBackstop = TimeSpan.FromMinutes(3);
+
+    /// <summary>True when <paramref name="task"/> ends within <paramref name="limit"/> (its own fault is thrown); false when it is still running.</summary>
+    internal static async Task<bool> FinishesWithinAsync(Task task, TimeSpan limit, TimeProvider time, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await task.WaitAsync(limit, time, cancellationToken).ConfigureAwait(false);
+            return true;
+        }
+        catch (TimeoutException) when (!task.IsCompleted)
+        {
+            _ = task.ContinueWith(static t => _ = t.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted, TaskScheduler.Default);
+            return false;
+        }
+    }
+
+    /// <summary>
+    /// The bus cannot be stopped, so it cannot be restarted: the replica stops itself. Its connection closes with the
+    /// process, so the deliveries it holds go back to the queue; its heartbeats end, so peers reroute the work the saga
+    /// records it owns. An orchestrator or service manager starts it again. If even the graceful stop hangs, the process
+    /// ends hard after <see cref="ExitBackstop"/> (its workers die with it, by their parent-death signal).
+    /// </summary>
+    void GiveUpOnItself()
+    {
+        RecoveryLog.BusStopHung(logger, BusStopGiveUp);
+        lifetime.StopApplication();
+        _ = Task.Run(async () =>
+        {
+            await Task.Delay(ExitBackstop, time).ConfigureAwait(false);
+            RecoveryLog.ExitingHard(logger, ExitBackstop);
+            Environment.FailFast($"RunnerService: the bus did not stop within {BusStopGiveUp} of a restart, nor the replica within {ExitBackstop} after that");
+        });
     }
 
     static readonly TimeSpan FenceCheck = TimeSpan.FromSeconds(1);
@@ -257,6 +306,14 @@ static partial class RecoveryLog
     [LoggerMessage(EventId = 309, EventName = "BusStopped", Level = LogLevel.Warning,
         Message = "Bus restart round {Round}: the bus stopped in {Took}; starting it")]
     public static partial void BusStopped(ILogger logger, int round, TimeSpan took);
+
+    [LoggerMessage(EventId = 310, EventName = "BusStopHung", Level = LogLevel.Critical,
+        Message = "The bus has not stopped {Limit} into its restart, so it cannot be restarted: this replica stops itself, so that its held deliveries go back to the queue and its peers take over its work (start it again)")]
+    public static partial void BusStopHung(ILogger logger, TimeSpan limit);
+
+    [LoggerMessage(EventId = 311, EventName = "ExitingHard", Level = LogLevel.Critical,
+        Message = "The replica has not stopped {Backstop} after it gave up on itself: ending the process now")]
+    public static partial void ExitingHard(ILogger logger, TimeSpan backstop);
 
     [LoggerMessage(EventId = 308, EventName = "BusRestartDidNotTake", Level = LogLevel.Error,
         Message = "Bus restart round {Round} did not take ({Health}): stopping and starting it again in {Pause}")]

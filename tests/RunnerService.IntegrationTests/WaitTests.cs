@@ -166,7 +166,13 @@ public sealed class WaitTests(BrokerFixture broker, ITestOutputHelper output)
         // A waiter is tracked before it pauses, whatever its run time.
         var fanout = await env.Bus.Client.RunAsync("fanout", Json.Parse("{\"width\":1,\"depth\":1}")).WaitAsync(Patience);
         var fanoutReport = await FinalReportAsync(env, fanout.InvocationId);
-        Assert.Equal(["Running", "Waiting", "Resuming", "Running", "Succeeded"], fanoutReport.History.Select(h => h.To).ToArray());
+        // InvocationResumed and the completion reach the saga's queue in that order, but its endpoint consumes them
+        // concurrently (optimistic concurrency on the row): when the completion commits first, the late resume is
+        // ignored and the history goes from Resuming straight to Succeeded (seen in CI, 1 run of many).
+        var history = fanoutReport.History.Select(h => h.To).ToArray();
+        Assert.Equal(["Running", "Waiting", "Resuming"], history.Take(3).ToArray());
+        Assert.Equal("Succeeded", history[^1]);
+        Assert.InRange(history.Length, 4, 5);
     }
 
     static Task<InvocationStatusReport> FinalReportAsync(RunnerEnvironment env, Guid id) =>

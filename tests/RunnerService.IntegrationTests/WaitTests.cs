@@ -189,7 +189,10 @@ public sealed class WaitTests(BrokerFixture broker, ITestOutputHelper output)
         var report = await TestBus.PollAsync(async () => (await env.Bus.Client.GetStatusAsync(upper.InvocationId)) is { Status: "Succeeded" } r ? r : null,
             Patience, "the saga's final record");
         Assert.Equal("upper", report.TaskName);
-        Assert.Equal(["Waiting", "Resuming", "Running", "Succeeded"], report.History.Select(h => h.To).TakeLast(4).ToArray());
+        // The saga may apply the completion before the resume (it consumes them concurrently): then no Running after
+        // Resuming (seen in CI, as in the test above).
+        var history = report.History.Select(h => h.To).Where(to => to != "Running").ToArray();
+        Assert.Equal(["Waiting", "Resuming", "Succeeded"], history.TakeLast(3).ToArray());
         Assert.Equal("SHOUT", report.Result!.Value.GetString());
 
         var (exitCode, stdout, _) = await Cli.RunAsync(env.VirtualHost.AmqpUri, "status", upper.InvocationId.ToString());
